@@ -1,0 +1,28 @@
+"""The default backend: NumPy through ``array_api_compat.numpy``.
+
+Its kernel table holds NumPy-specific fast paths (``out=`` arguments,
+``np.add.at`` scatters, strided windows) for the hot ops; each must compute
+what the generic op computes (tests compare them)."""
+
+import numpy as np
+from array_api_compat import numpy as xp_numpy
+
+from .registry import Backend
+
+
+class NumpyBackend(Backend):
+    def __init__(self):
+        from . import numpy_kernels
+
+        super().__init__(
+            xp_numpy,
+            device="cpu",
+            array_types=(np.ndarray, np.generic),
+            kernels=numpy_kernels.KERNELS,
+        )
+
+    def from_host(self, value):
+        return np.asarray(value)
+
+    def to_numpy(self, array):
+        return np.asarray(array)

@@ -1,0 +1,81 @@
+"""Matrix products: ``matmul`` (batched, broadcasting) and the fused ``linear``
+(``x @ kernel + bias``) behind the Dense layer."""
+
+from ..autograd import Function
+from ._util import sum_to_shape
+
+
+def _swap_last(xp, a):
+    return xp.matrix_transpose(a)
+
+
+class MatMul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, g):
+        xp, a, b = self.xp, self.a, self.b
+        ga = gb = None
+        a2 = a if a.ndim > 1 else xp.reshape(a, (1, -1))
+        b2 = b if b.ndim > 1 else xp.reshape(b, (-1, 1))
+        g2 = g
+        if a.ndim == 1:
+            g2 = xp.expand_dims(g2, axis=-2)
+        if b.ndim == 1:
+            g2 = xp.expand_dims(g2, axis=-1)
+        if self.needs_input_grad[0]:
+            ga = sum_to_shape(xp, g2 @ _swap_last(xp, b2), a2.shape)
+            ga = xp.reshape(ga, a.shape)
+        if self.needs_input_grad[1]:
+            gb = sum_to_shape(xp, _swap_last(xp, a2) @ g2, b2.shape)
+            gb = xp.reshape(gb, b.shape)
+        return ga, gb
+
+    def release(self):
+        super().release()
+        self.a = self.b = None
+
+
+class Linear(Function):
+    """``y = x @ kernel (+ bias)`` over the last axis of ``x``.
+
+    Shapes: x ``(..., in)``, kernel ``(in, units)``, bias ``(units,)`` or None;
+    y ``(..., units)``. Leading axes are folded into one for the products.
+    """
+
+    def forward(self, x, kernel, bias=None):
+        xp = self.xp
+        self.input_shape = tuple(x.shape)
+        x2 = x if x.ndim == 2 else xp.reshape(x, (-1, x.shape[-1]))
+        self.x2, self.kernel = x2, kernel
+        y = x2 @ kernel
+        if bias is not None:
+            y += bias
+        if x.ndim != 2:
+            y = xp.reshape(y, self.input_shape[:-1] + (kernel.shape[1],))
+        return y
+
+    def backward(self, g):
+        xp = self.xp
+        g2 = g if g.ndim == 2 else xp.reshape(g, (-1, g.shape[-1]))
+        need_x, need_k = self.needs_input_grad[:2]
+        need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
+        gx = xp.reshape(g2 @ self.kernel.T, self.input_shape) if need_x else None
+        gk = self.x2.T @ g2 if need_k else None
+        gb = xp.sum(g2, axis=0) if need_b else None
+        return gx, gk, gb
+
+    def release(self):
+        super().release()
+        self.x2 = self.kernel = None
+
+
+def matmul(a, b):
+    return MatMul()(a, b)
+
+
+def linear(x, kernel, bias=None):
+    if bias is None:
+        return Linear()(x, kernel)
+    return Linear()(x, kernel, bias)

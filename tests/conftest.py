@@ -1,0 +1,40 @@
+"""Shared fixtures: every test that takes ``backend`` runs once per backend.
+
+Backends: ``numpy`` and ``array_api_strict`` by default; with ``DLX_BACKEND=cupy``
+(on a GPU machine) the suite runs on ``cupy`` instead; ``DLX_TEST_BACKENDS``
+(comma-separated) overrides both.
+"""
+
+import os
+
+import pytest
+
+import dlx
+
+
+def _test_backends():
+    explicit = os.environ.get("DLX_TEST_BACKENDS")
+    if explicit:
+        return [b.strip() for b in explicit.split(",") if b.strip()]
+    if os.environ.get("DLX_BACKEND", "numpy") == "cupy":
+        return ["cupy"]
+    return ["numpy", "array_api_strict"]
+
+
+TEST_BACKENDS = _test_backends()
+
+
+@pytest.fixture(params=TEST_BACKENDS)
+def backend(request):
+    """The backend under test, made current and seeded."""
+    dlx.set_backend(request.param)
+    dlx.set_seed(0)
+    return dlx.get_backend()
+
+
+@pytest.fixture(autouse=True)
+def _restore_globals():
+    yield
+    dlx.set_backend(TEST_BACKENDS[0] if TEST_BACKENDS == ["cupy"] else "numpy")
+    dlx.set_floatx("float32")
+    dlx.backends.set_kernels_enabled(os.environ.get("DLX_KERNELS", "").lower() != "generic")
