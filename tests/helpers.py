@@ -73,12 +73,6 @@ def check_layer_gradients(layer, x, rtol=1e-5, atol=1e-7, training=False, **call
     weights = layer.trainable_weights
     initial = [to_host(w.value) for w in weights]
 
-    def fn(xt, *ws):
-        for w, value in zip(weights, ws):
-            w.value = value.value
-        # the Variables themselves carry the gradient: reuse their arrays through Tensors
-        return layer(xt, training=training, **call_kwargs)
-
     # check the input gradient with weights fixed, then each weight through a wrapper
     check_gradients(lambda xt: layer(xt, training=training, **call_kwargs), [x], rtol=rtol, atol=atol)
     for index, w in enumerate(weights):

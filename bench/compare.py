@@ -1,0 +1,80 @@
+"""Side-by-side step times of dlx and PyTorch on the CPU, in one process.
+
+    python bench/compare.py                 # every workload
+    python bench/compare.py mlp_train       # some of them
+    python bench/compare.py --repeats 200
+
+Prints the median step time of each (after warm-up) and the ratio dlx / PyTorch
+(lower is better). PyTorch runs with as many threads as NumPy's BLAS (2 here).
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from workloads import all_workloads  # noqa: E402
+
+BATCHES = {"mlp_train": 128, "cnn_train": 64, "lstm_train": 64, "cnn_infer256": 256}
+
+
+def median_time(step, repeats, warmup):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def interleaved(dlx_step, torch_step, repeats, warmup, rounds=5):
+    """Median of each, measured in alternating rounds so load changes hit both alike."""
+    dlx_times, torch_times = [], []
+    for _ in range(rounds):
+        dlx_times.append(median_time(dlx_step, max(repeats // rounds, 3), warmup))
+        if torch_step is not None:
+            torch_times.append(median_time(torch_step, max(repeats // rounds, 3), warmup))
+    return statistics.median(dlx_times), (statistics.median(torch_times) if torch_times else None)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*")
+    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=5)
+    args = parser.parse_args(argv)
+    workloads = all_workloads()
+    names = args.names or [n for n in BATCHES if n in workloads]
+    try:
+        import torch
+
+        import threadpoolctl
+
+        threads = max(info["num_threads"] for info in threadpoolctl.threadpool_info()) or os.cpu_count()
+        torch.set_num_threads(threads)
+        torch_version = torch.__version__
+    except ImportError:
+        torch, torch_version, threads = None, "not installed", None
+    print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch_version} ({threads} threads)")
+    print(f"| workload | batch | dlx ms | torch ms | dlx / torch |")
+    print(f"|---|---|---|---|---|")
+    for name in names:
+        dlx_builder, torch_builder = workloads[name]
+        batch = BATCHES.get(name, 64)
+        dlx_step = dlx_builder(batch)
+        torch_step = torch_builder(batch) if torch is not None else None
+        t_dlx, t_torch = interleaved(dlx_step, torch_step, args.repeats, args.warmup)
+        ratio = f"{t_dlx / t_torch:.2f}" if t_torch else "-"
+        torch_ms = f"{t_torch * 1e3:.2f}" if t_torch else "-"
+        print(f"| {name} | {batch} | {t_dlx * 1e3:.2f} | {torch_ms} | {ratio} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
