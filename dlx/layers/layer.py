@@ -18,6 +18,13 @@ from ..backends import get_backend
 from ..config import floatx
 
 _NAME_COUNTS = {}
+# Bumped whenever layers gain weights or sublayers or change ``trainable``: the
+# weight lists that training asks for every step are cached against it.
+_STRUCTURE_VERSION = [0]
+
+
+def structure_changed():
+    _STRUCTURE_VERSION[0] += 1
 
 
 def unique_name(base):
@@ -135,9 +142,10 @@ class Layer:
             tensor = inputs
         else:
             tensor = Tensor(as_backend_array(inputs))
-        xp = tensor.xp
-        if xp.isdtype(tensor.dtype, "real floating") and str(tensor.dtype).split(".")[-1] != self.dtype:
-            cast = Tensor(xp.astype(tensor.value, get_backend_of(tensor).dtype(self.dtype)))
+        backend = tensor.backend
+        dtype = tensor.dtype
+        if dtype != backend.dtype(self.dtype) and backend.xp.isdtype(dtype, "real floating"):
+            cast = Tensor(backend.xp.astype(tensor.value, backend.dtype(self.dtype)))
             if tensor.requires_grad:
                 from ..ops.cast import cast as cast_op
 
@@ -189,6 +197,7 @@ class Layer:
                             regularizer=regularizers.get(regularizer))
         variable.requires_grad = trainable and self._trainable
         self._weights.append(variable)
+        structure_changed()
         return variable
 
     @property
@@ -202,8 +211,24 @@ class Layer:
             w.requires_grad = w.trainable and self._trainable
         for layer in self._sublayers():
             layer.trainable = value
+        structure_changed()
+
+    def __setattr__(self, name, value):
+        if isinstance(value, Layer) or (
+            isinstance(value, (list, tuple)) and any(isinstance(v, Layer) for v in value)
+        ):
+            structure_changed()
+        object.__setattr__(self, name, value)
+
+    def _cached(self, key, compute):
+        cache = self.__dict__.setdefault("_structure_cache", {})
+        entry = cache.get(key)
+        if entry is None or entry[0] != _STRUCTURE_VERSION[0]:
+            entry = cache[key] = (_STRUCTURE_VERSION[0], compute())
+        return entry[1]
 
     def _sublayers(self):
+        """Direct sublayers: Layer attributes and lists of Layers, in assignment order."""
         found = []
         for value in vars(self).values():
             if isinstance(value, Layer):
@@ -212,26 +237,59 @@ class Layer:
                 found.extend(v for v in value if isinstance(v, Layer))
         return found
 
+    def _all_layers(self):
+        """This layer and every layer below it, each once, depth first."""
+
+        def compute():
+            seen, order = set(), []
+
+            def visit(layer):
+                if id(layer) in seen:
+                    return
+                seen.add(id(layer))
+                order.append(layer)
+                for sub in layer._sublayers():
+                    visit(sub)
+
+            visit(self)
+            return order
+
+        return self._cached("all_layers", compute)
+
     @property
     def weights(self):
-        weights = list(self._weights)
-        for layer in self._sublayers():
-            weights.extend(w for w in layer.weights if w not in weights)
-        return weights
+        def compute():
+            seen, out = set(), []
+            for layer in self._all_layers():
+                for w in layer._weights:
+                    if id(w) not in seen:
+                        seen.add(id(w))
+                        out.append(w)
+            return out
+
+        return list(self._cached("weights", compute))
 
     @property
     def trainable_weights(self):
-        if not self._trainable:
-            return []
-        own = [w for w in self._weights if w.trainable]
-        for layer in self._sublayers():
-            own.extend(w for w in layer.trainable_weights if w not in own)
-        return own
+        def compute():
+            if not self._trainable:
+                return []
+            seen, out = set(), []
+            for layer in self._all_layers():
+                if not layer._trainable:
+                    continue
+                for w in layer._weights:
+                    if w.trainable and id(w) not in seen:
+                        seen.add(id(w))
+                        out.append(w)
+            return out
+
+        return list(self._cached("trainable_weights", compute))
 
     @property
     def non_trainable_weights(self):
-        trainable = self.trainable_weights
-        return [w for w in self.weights if not any(w is t for t in trainable)]
+        trainable = {id(w) for w in self.trainable_weights}
+        return [w for w in self.weights if id(w) not in trainable]
 
     def get_weights(self):
         """The weights as host NumPy arrays, in Keras order and shapes."""
@@ -259,17 +317,21 @@ class Layer:
 
     @property
     def losses(self):
-        """Penalties of this layer (weight regularizers and activity losses of the last call)."""
-        out = [w.regularizer(w) for w in self._weights if w.regularizer is not None and w.trainable]
-        out.extend(self._activity_losses)
-        for layer in self._sublayers():
-            out.extend(layer.losses)
+        """Penalties of this layer and its sublayers: weight regularizers and the
+        activity losses of the last training call."""
+        regularized = self._cached(
+            "regularized",
+            lambda: [w for w in self.weights if w.regularizer is not None],
+        )
+        out = [w.regularizer(w) for w in regularized if w.trainable]
+        for layer in self._all_layers():
+            out.extend(layer._activity_losses)
         return out
 
     def clear_losses(self):
-        self._activity_losses = []
-        for layer in self._sublayers():
-            layer.clear_losses()
+        for layer in self._all_layers():
+            if layer._activity_losses:
+                layer._activity_losses = []
 
     def zero_grad(self):
         for w in self.weights:
@@ -283,10 +345,6 @@ class Layer:
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name!r}, built={self.built}>"
-
-
-def get_backend_of(tensor):
-    return tensor.backend
 
 
 def _is_symbolic(inputs):

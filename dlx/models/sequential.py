@@ -3,7 +3,7 @@
 from ..autograd import Tensor, as_backend_array, no_grad
 from ..backends import get_backend
 from ..layers.input_layer import InputLayer, SymbolicTensor
-from ..layers.layer import Layer
+from ..layers.layer import Layer, structure_changed
 from .model import Model
 
 
@@ -43,6 +43,7 @@ class Sequential(Model):
         if not self._layers and self._input_shape is None and layer.batch_input_shape is not None:
             self._input_shape = layer.batch_input_shape
         self._layers.append(layer)
+        structure_changed()
         self.built = False
         if self._input_shape is not None:
             self.build(self._input_shape)
@@ -51,6 +52,7 @@ class Sequential(Model):
         if not self._layers:
             raise IndexError("Sequential.pop: the model has no layers")
         layer = self._layers.pop()
+        structure_changed()
         self.built = False
         return layer
 
