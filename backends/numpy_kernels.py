@@ -38,3 +38,7 @@ def adam_update(w, g, m, v, alpha, beta_1, beta_2, epsilon):
 
 
 KERNELS["adam_update"] = adam_update
+
+from .numpy_conv import CONV_KERNELS  # noqa: E402
+
+KERNELS.update(CONV_KERNELS)

@@ -52,10 +52,12 @@ from .arithmetic import (
 )
 from .attention import scaled_dot_product_attention
 from .cast import cast
+from .convolution import conv, conv_transpose
 from .dropout import dropout
 from .linalg import linear, matmul
 from .losses import sigmoid_cross_entropy, softmax_cross_entropy, sparse_softmax_cross_entropy
 from .normalization import batch_normalization, group_normalization, layer_normalization
+from .pooling import average_pool, max_pool, pool
 from .reductions import logsumexp, max, mean, min, std, sum, var
 from .shape import (
     broadcast_to,

@@ -1,0 +1,190 @@
+"""N-dimensional max and average pooling (1D, 2D, 3D: the same code).
+
+Layout: x ``(N, *spatial, C)`` (``channels_last``) or ``(N, C, *spatial)``
+(``channels_first``, transposed inside the op); y ``(N, *out, C)`` likewise.
+
+Keras semantics: ``padding="valid"`` drops windows that do not fit,
+``"same"`` gives ``ceil(size / stride)`` outputs with the TensorFlow split of the
+padding (the odd cell at the end), and padded cells are ignored -- the maximum
+is taken over the valid cells of a window and the average divides by their
+count. Max pooling sends the gradient to the first maximal cell of a window
+(row-major order), as PyTorch does.
+
+The backend kernel ``"pool"`` may replace the generic code: an object with
+``forward(x, kind, pool_size, strides, pads, keep) -> (y, saved)`` and
+``backward(g, saved, x_shape, kind, pool_size, strides, pads) -> gx`` on
+channels_last arrays (``kind`` is ``"max"`` or ``"avg"``); either may return None.
+``saved`` has the generic form: the offset of each window's first maximum
+(``uint8`` or ``int32``, shape of y) for max, the valid-cell count (a float or
+a ``(1, *out, 1)`` array) for avg.
+"""
+
+import math
+
+from ..autograd import Function
+from .convolution import (
+    _to_first,
+    _to_last,
+    conv_output_size,
+    conv_padding,
+    kernel_offsets,
+    normalize_tuple,
+    reframe,
+    window_slice,
+)
+
+
+def _pad_with(xp, x, pads, value):
+    if all(b == 0 and a == 0 for b, a in pads):
+        return x
+    shape = (x.shape[0],) + tuple(n + b + a for n, (b, a) in zip(x.shape[1:-1], pads)) + (x.shape[-1],)
+    out = xp.full(shape, value, dtype=x.dtype, device=x.device)
+    inner = (slice(None),) + tuple(slice(b, b + n) for n, (b, _) in zip(x.shape[1:-1], pads)) + (slice(None),)
+    out[inner] = x
+    return out
+
+
+def valid_counts(x_shape, pool_size, strides, pads):
+    """Per-axis counts of the valid (unpadded) cells of each window, as lists."""
+    counts = []
+    for n, k, s, (b, a) in zip(x_shape[1:-1], pool_size, strides, pads):
+        out = conv_output_size(n, k, s, 1, (b, a))
+        counts.append([min(o * s - b + k, n) - max(o * s - b, 0) for o in range(out)])
+    return counts
+
+
+def count_array(xp, x_shape, pool_size, strides, pads, dtype, device):
+    """``(1, *out, 1)`` array of valid cells per window (padding="same" averages)."""
+    counts = valid_counts(x_shape, pool_size, strides, pads)
+    rank = len(counts)
+    total = None
+    for axis, c in enumerate(counts):
+        shape = (1,) + tuple(len(c) if i == axis else 1 for i in range(rank)) + (1,)
+        part = xp.reshape(xp.asarray(c, dtype=dtype, device=device), shape)
+        total = part if total is None else total * part
+    return total
+
+
+def index_dtype(xp, pool_size):
+    return xp.uint8 if math.prod(pool_size) < 256 else xp.int32
+
+
+def pool_forward(xp, x, kind, pool_size, strides, pads):
+    """Generic forward: ``(y, saved)``; ``saved`` is the argmax offset (max) or the counts (avg)."""
+    rank = len(pool_size)
+    ones = (1,) * rank
+    out_size = tuple(conv_output_size(n, k, s, 1, p)
+                     for n, k, s, p in zip(x.shape[1:-1], pool_size, strides, pads))
+    padded = any(b or a for b, a in pads)
+    if kind == "max":
+        xpad = _pad_with(xp, x, pads, -math.inf)
+        y = idx = None
+        for k, offset in enumerate(kernel_offsets(pool_size)):
+            part = xpad[window_slice(offset, strides, ones, out_size)]
+            if y is None:
+                y = part
+                idx = xp.zeros(part.shape, dtype=index_dtype(xp, pool_size), device=x.device)
+                continue
+            better = part > y
+            y = xp.where(better, part, y)
+            idx = xp.where(better, xp.asarray(k, dtype=idx.dtype, device=x.device), idx)
+        return y, idx
+    xpad = reframe(xp, x, pads)
+    total = None
+    for offset in kernel_offsets(pool_size):
+        part = xpad[window_slice(offset, strides, ones, out_size)]
+        total = part if total is None else total + part
+    count = (count_array(xp, x.shape, pool_size, strides, pads, x.dtype, x.device)
+             if padded else float(math.prod(pool_size)))
+    return total / count, count
+
+
+def pool_backward(xp, g, saved, x_shape, kind, pool_size, strides, pads):
+    rank = len(pool_size)
+    ones = (1,) * rank
+    out_size = tuple(g.shape[1:-1])
+    framed = (x_shape[0],) + tuple(n + b + a for n, (b, a) in zip(x_shape[1:-1], pads)) + (x_shape[-1],)
+    gx = xp.zeros(framed, dtype=g.dtype, device=g.device)
+    zero = xp.zeros((), dtype=g.dtype, device=g.device)
+    if kind == "avg":
+        g = g / saved
+    for k, offset in enumerate(kernel_offsets(pool_size)):
+        index = window_slice(offset, strides, ones, out_size)
+        part = xp.where(saved == k, g, zero) if kind == "max" else g
+        gx[index] = gx[index] + part
+    return reframe(xp, gx, tuple((-b, -a) for b, a in pads))
+
+
+class Pool(Function):
+    """Max or average pooling over the spatial axes. x ``(N, *S, C)`` -> ``(N, *O, C)``."""
+
+    def __init__(self, kind, pool_size, strides, pads, channels_first=False):
+        self.kind = kind
+        self.pool_size, self.strides = tuple(pool_size), tuple(strides)
+        self.pads = tuple(tuple(p) for p in pads)
+        self.channels_first = channels_first
+        self.saved = None
+
+    def forward(self, x):
+        xp, cf = self.xp, self.channels_first
+        x = _to_last(xp, x, cf)
+        keep = bool(self.needs_input_grad and self.needs_input_grad[0])
+        kernel = self.backend.kernel("pool")
+        args = (self.kind, self.pool_size, self.strides, self.pads)
+        result = kernel.forward(x, *args, keep) if kernel is not None else None
+        if result is None:
+            result = pool_forward(xp, x, *args)
+        y, saved = result
+        if keep:
+            self.saved, self.x_shape = saved, tuple(x.shape)
+        return _to_first(xp, y, cf)
+
+    def backward(self, g):
+        xp, cf = self.xp, self.channels_first
+        g = _to_last(xp, g, cf)
+        args = (self.x_shape, self.kind, self.pool_size, self.strides, self.pads)
+        kernel = self.backend.kernel("pool")
+        gx = kernel.backward(g, self.saved, *args) if kernel is not None else None
+        if gx is None:
+            gx = pool_backward(xp, g, self.saved, *args)
+        return _to_first(xp, gx, cf)
+
+    def release(self):
+        super().release()
+        self.saved = None
+
+
+def pool(x, kind, pool_size, strides=None, padding="valid", data_format="channels_last"):
+    """N-D pooling, ``kind`` ``"max"`` or ``"avg"``; ``rank = len(pool_size)`` spatial axes.
+
+    x ``(N, *S, C)`` (or ``(N, C, *S)`` with ``channels_first``); strides default to
+    ``pool_size``; ``padding`` ``"valid"`` or ``"same"`` (padded cells ignored).
+    """
+    if kind not in ("max", "avg"):
+        raise ValueError(f"pool: kind must be 'max' or 'avg', got {kind!r}")
+    rank = len(pool_size) if not isinstance(pool_size, int) else x.ndim - 2
+    pool_size = normalize_tuple(pool_size, rank, "pool_size")
+    strides = pool_size if strides is None else normalize_tuple(strides, rank, "strides")
+    if x.ndim != rank + 2:
+        raise ValueError(
+            f"pool: expected an input of {rank + 2} dimensions (batch, {rank} spatial, channels), "
+            f"got shape {tuple(x.shape)}"
+        )
+    channels_first = data_format == "channels_first"
+    spatial = tuple(x.shape[2:]) if channels_first else tuple(x.shape[1:-1])
+    pads = tuple(conv_padding(n, k, s, 1, padding) for n, k, s in zip(spatial, pool_size, strides))
+    for n, k, s, p in zip(spatial, pool_size, strides, pads):
+        if conv_output_size(n, k, s, 1, p) <= 0:
+            raise ValueError(
+                f"pool: pool_size {pool_size} is larger than the input of spatial shape {spatial} "
+                f"with padding={padding!r}"
+            )
+    return Pool(kind, pool_size, strides, pads, channels_first)(x)
+
+
+def max_pool(x, pool_size, strides=None, padding="valid", data_format="channels_last"):
+    return pool(x, "max", pool_size, strides, padding, data_format)
+
+
+def average_pool(x, pool_size, strides=None, padding="valid", data_format="channels_last"):
+    return pool(x, "avg", pool_size, strides, padding, data_format)
