@@ -11,6 +11,8 @@ from .registry import Backend
 
 
 class NumpyBackend(Backend):
+    host = True
+
     def __init__(self):
         from . import numpy_kernels
 

@@ -27,6 +27,7 @@ class Backend:
     """
 
     name = "abstract"
+    host = False  # True for the backend whose arrays are host NumPy arrays
 
     def __init__(self, xp, device=None, array_types=(), kernels=None):
         self.xp = xp
@@ -112,6 +113,7 @@ def register_backend(name, factory):
     """Make ``factory()`` (returning a :class:`Backend`) available as ``name``."""
     _FACTORIES[name] = factory
     _INSTANCES.pop(name, None)
+    _TYPE_CACHE.clear()
 
 
 def list_backends():

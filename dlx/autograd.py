@@ -384,17 +384,26 @@ def as_backend_array(value, dtype=None):
     owner = None if isinstance(value, (int, float, bool, list, tuple)) else (
         backends.registry._owner_or_none(value)
     )
-    if owner is None or (owner is not current and owner.name == "numpy"):
+    if owner is None or (owner is not current and owner.host):
         return current.asarray(value, dtype)
     if dtype is not None:
         return owner.asarray(value, dtype)
     return value
 
 
-def _ops():
-    from . import ops
+_OPS = None
 
-    return ops
+
+def bind_operators(ops_module):
+    """Called by :mod:`dlx.ops` once it is imported: Tensor's operators (``+``,
+    ``@``, ``.sum()``...) dispatch to its differentiable functions. Binding this
+    way keeps the import direction of the levels: ops know Tensor, not vice versa."""
+    global _OPS
+    _OPS = ops_module
+
+
+def _ops():
+    return _OPS
 
 
 def _topological_order(root):

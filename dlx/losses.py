@@ -24,6 +24,12 @@ def _as_target(y_true, like):
     return value
 
 
+def _constant(array):
+    # a Tensor, so that arithmetic with Tensors works whichever side it is on
+    # (array_api_strict arrays refuse unknown right-hand operands instead of deferring)
+    return Tensor(array)
+
+
 def _check_same_shape(name, y_true, y_pred):
     if tuple(y_true.shape) != tuple(y_pred.shape):
         if tuple(y_true.shape) == tuple(y_pred.shape[:-1]) + (1,) or tuple(y_true.shape) + (1,) == tuple(y_pred.shape):
@@ -73,6 +79,7 @@ def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0):
         return ops.mean(ops.sigmoid_cross_entropy(y_pred, t), axis=-1)
     eps = epsilon()
     p = ops.clip(y_pred, eps, 1.0 - eps)
+    t = _constant(t)
     bce = -(t * ops.log(p) + (1.0 - t) * ops.log(1.0 - p))
     return ops.mean(bce, axis=-1)
 
@@ -94,7 +101,7 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
     eps = epsilon()
     p = y_pred / ops.sum(y_pred, axis=axis, keepdims=True)
     p = ops.clip(p, eps, 1.0 - eps)
-    return -ops.sum(t * ops.log(p), axis=axis)
+    return -ops.sum(_constant(t) * ops.log(p), axis=axis)
 
 
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_class=None):
@@ -128,9 +135,9 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_cl
         eps = epsilon()
         p = ops.clip(y_pred / ops.sum(y_pred, axis=-1, keepdims=True), eps, 1.0 - eps)
         one_hot = xp.astype(labels[..., None] == xp.arange(classes, device=labels.device), y_pred.dtype)
-        loss = -ops.sum(one_hot * ops.log(p), axis=-1)
+        loss = -ops.sum(_constant(one_hot) * ops.log(p), axis=-1)
     if valid is not None:
-        loss = loss * xp.astype(valid, y_pred.dtype)
+        loss = loss * _constant(xp.astype(valid, y_pred.dtype))
     return loss
 
 
@@ -153,7 +160,7 @@ def hinge(y_true, y_pred):
     y_pred = _tensor(y_pred)
     t = _align(y_pred.xp, _as_target(y_true, y_pred), y_pred)
     xp = y_pred.xp
-    t = xp.where(t == 0, -1.0, t)  # {0, 1} labels become {-1, 1}
+    t = _constant(xp.where(t == 0, -1.0, t))  # {0, 1} labels become {-1, 1}
     return ops.mean(ops.maximum(1.0 - t * y_pred, 0.0), axis=-1)
 
 
@@ -180,7 +187,7 @@ class Loss:
             w = _as_target(sample_weight, losses)
             while w.ndim < losses.ndim:
                 w = w[..., None]
-            losses = losses * w
+            losses = losses * _constant(w)
         if self.reduction in ("none", None):
             return losses
         total = ops.sum(losses)

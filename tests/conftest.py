@@ -38,3 +38,17 @@ def _restore_globals():
     dlx.set_backend(TEST_BACKENDS[0] if TEST_BACKENDS == ["cupy"] else "numpy")
     dlx.set_floatx("float32")
     dlx.backends.set_kernels_enabled(os.environ.get("DLX_KERNELS", "").lower() != "generic")
+
+
+@pytest.fixture(scope="session")
+def keras():
+    """Keras 3 on its torch backend, the reference for layer/loss/optimizer semantics.
+
+    Skipped cleanly where keras or torch is not installed (``pip install -e ".[reference]"``).
+    """
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    pytest.importorskip("torch")
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "torch":
+        pytest.skip(f"keras runs on {keras.backend.backend()}, the reference tests expect torch")
+    return keras

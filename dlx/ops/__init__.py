@@ -58,6 +58,7 @@ from .linalg import linear, matmul
 from .losses import sigmoid_cross_entropy, softmax_cross_entropy, sparse_softmax_cross_entropy
 from .normalization import batch_normalization, group_normalization, layer_normalization
 from .pooling import average_pool, max_pool, pool
+from .recurrent import flip, gru_sequence, lstm_sequence, recurrent_sequence, rnn_sequence
 from .reductions import logsumexp, max, mean, min, std, sum, var
 from .shape import (
     broadcast_to,
@@ -77,3 +78,9 @@ from .shape import (
 )
 
 __all__ = [name for name in dir() if not name.startswith("_")]
+
+import sys as _sys  # noqa: E402
+
+from ..autograd import bind_operators as _bind_operators  # noqa: E402
+
+_bind_operators(_sys.modules[__name__])

@@ -41,7 +41,7 @@ class LeakyReLU(Unary):
         return xp.where(x >= 0, x, x * self.negative_slope)
 
     def df(self, xp, x, y):
-        return xp.astype(xp.where(x >= 0, 1.0, self.negative_slope), x.dtype)
+        return xp.astype(x >= 0, x.dtype) * (1.0 - self.negative_slope) + self.negative_slope
 
 
 class ReLU6(Unary):
@@ -77,8 +77,7 @@ class GELU(Unary):
             c = math.sqrt(2 / math.pi)
             self.t = xp.tanh(c * (x + 0.044715 * x * x * x))
             return 0.5 * x * (1 + self.t)
-        kernel = self.backend.kernel("erf")
-        self.cdf = 0.5 * (1 + (kernel(x) if kernel else erf(xp, x / math.sqrt(2))))
+        self.cdf = 0.5 * (1 + erf(xp, x / math.sqrt(2)))
         return x * self.cdf
 
     def df(self, xp, x, y):

@@ -118,9 +118,7 @@ class Maximum(Function):
         a_arr = a if hasattr(a, "shape") else xp.asarray(a, dtype=g.dtype)
         b_arr = b if hasattr(b, "shape") else xp.asarray(b, dtype=g.dtype)
         wins = (a_arr > b_arr) if self.sign > 0 else (a_arr < b_arr)
-        ties = a_arr == b_arr
-        share_a = xp.where(wins, 1.0, xp.where(ties, 0.5, 0.0))
-        share_a = xp.astype(share_a, g.dtype)
+        share_a = xp.astype(wins, g.dtype) + 0.5 * xp.astype(a_arr == b_arr, g.dtype)
         ga = sum_to_shape(xp, g * share_a, shape_of(a)) if self.needs_input_grad[0] else None
         gb = sum_to_shape(xp, g * (1 - share_a), shape_of(b)) if self.needs_input_grad[1] else None
         return ga, gb

@@ -109,6 +109,9 @@ class GetItem(Function):
     """Basic indexing (integers, slices, None, Ellipsis); backward writes ``g`` into zeros."""
 
     def __init__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        if not any(k is Ellipsis for k in key):
+            key = key + (Ellipsis,)  # NumPy's implicit trailing slices, spelled out for the standard
         self.key = key
 
     def forward(self, x):

@@ -10,10 +10,13 @@ def erf(xp, x):
 
     Uses the positive series erf(x) = 2/sqrt(pi) e^{-x^2} sum_n 2^n x^{2n+1} / (2n+1)!!,
     which has no cancellation; |x| is clipped where erf is 1 to working precision.
-    A backend may register a faster ``erf`` kernel (the numpy one uses SciPy when present).
+    Lower-precision inputs are evaluated in float64 and cast back, so float32
+    results are correctly rounded like a library erf.
     """
-    double = x.dtype == xp.float64
-    limit, terms = (6.0, 110) if double else (4.0, 50)
+    dtype = x.dtype
+    if dtype != xp.float64:
+        x = xp.astype(x, xp.float64)
+    limit, terms = 6.0, 110
     z = xp.clip(xp.abs(x), 0.0, limit)
     z2 = z * z
     term = z
@@ -22,4 +25,5 @@ def erf(xp, x):
         term = term * (2.0 * z2 / (2 * n + 3))
         total = total + term
     result = _TWO_OVER_SQRT_PI * xp.exp(-z2) * total
-    return xp.where(x < 0, -result, result)
+    result = xp.where(x < 0, -result, result)
+    return result if dtype == xp.float64 else xp.astype(result, dtype)
