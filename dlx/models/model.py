@@ -44,6 +44,7 @@ class Model(Trainer, Layer):
             if t.node is not None:
                 raise ValueError(f"Model '{self.name}': input {t.name!r} is not a layers.Input tensor")
         self._nodes = self._ordered_nodes()
+        _node_outputs(self, None)  # map each node to its symbolic outputs (summary needs shapes)
         self.output_names = (
             list(outputs) if isinstance(outputs, dict) else [t.node.layer.name if t.node else t.name for t in self.outputs]
         )
@@ -71,6 +72,13 @@ class Model(Trainer, Layer):
             if id(node) in visited:
                 return
             for t in node.input_tensors:
+                if t.node is None and id(t) not in input_ids:
+                    chain = " -> ".join(reversed(path + [node.layer.name]))
+                    raise ValueError(
+                        f"Model '{self.name}': the outputs do not depend only on the model's inputs "
+                        f"{[f'{i.name} {i.shape}' for i in self.inputs]}: layer chain {chain} starts "
+                        f"from input {t.name!r} of shape {t.shape}, which is not among them"
+                    )
                 visit(t, path + [node.layer.name])
             visited.add(id(node))
             order.append(node)
@@ -157,12 +165,29 @@ class Model(Trainer, Layer):
         return result if isinstance(self._nested_outputs, (list, tuple)) else result[0]
 
     def __call__(self, inputs, *args, training=None, mask=None, **kwargs):
+        if getattr(self, "_functional", False) and isinstance(inputs, dict):
+            inputs = self._inputs_from_dict(inputs)
         if not getattr(self, "_functional", False) and not self.built and not _is_symbolic(inputs):
             self.built = True  # subclassed: layers build themselves inside call
         return super().__call__(inputs, *args, training=training, mask=mask, **kwargs)
 
     def _check_inputs(self, inputs):
         pass
+
+    def _inputs_from_dict(self, inputs):
+        """Dict inputs in the order of the model's inputs, keyed by the dict given to
+        ``Model`` or by the ``Input`` names."""
+        nested = self._nested_inputs
+        names = list(nested) if isinstance(nested, dict) else self.input_names
+        missing = [n for n in names if n not in inputs]
+        unknown = [k for k in inputs if k not in names]
+        if missing or unknown:
+            raise ValueError(
+                f"Model '{self.name}': inputs given as a dict need exactly the keys {names}; "
+                f"missing {missing}, unknown {unknown}"
+            )
+        ordered = [inputs[n] for n in names]
+        return ordered if len(ordered) > 1 else ordered[0]
 
     def summary(self, line_length=None, print_fn=None):
         print_summary(self, line_length=line_length, print_fn=print_fn)

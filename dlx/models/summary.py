@@ -20,14 +20,26 @@ def print_summary(model, line_length=None, print_fn=None):
     rows = []
     functional = getattr(model, "_functional", False)
     if functional:
+        # Keras's "Connected to": name[call index of that layer][output index] per input tensor
+        call_index, calls_seen = {}, {}
+        for node in model._nodes:
+            call_index[id(node)] = calls_seen.get(id(node.layer), 0)
+            calls_seen[id(node.layer)] = call_index[id(node)] + 1
+
+        def source(t):
+            if t.node is None:
+                return f"{t.name}[0][0]"
+            return f"{t.node.layer.name}[{call_index.get(id(t.node), 0)}][{t.index}]"
+
         for t in model.inputs:
             rows.append((f"{t.name} (InputLayer)", _shape_text(t.shape), "0", ""))
         for node in model._nodes:
             layer = node.layer
-            outs = [t for t in model._node_output_map.get(id(node), [])] if hasattr(model, "_node_output_map") else []
+            outs = sorted(model._node_output_map.get(id(node), []), key=lambda t: t.index)
             shape = _shape_text([t.shape for t in outs]) if outs else "?"
-            connected = ", ".join(t.name for t in node.input_tensors)
-            rows.append((f"{layer.name} ({type(layer).__name__})", shape, f"{layer.count_params():,}", connected))
+            connected = ", ".join(source(t) for t in node.input_tensors)
+            params = f"{layer.count_params():,}" if call_index[id(node)] == 0 else "(shared)"
+            rows.append((f"{layer.name} ({type(layer).__name__})", shape, params, connected))
     else:
         shapes = getattr(model, "output_shapes", {})
         for layer in model.layers:

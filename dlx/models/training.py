@@ -132,6 +132,8 @@ class Trainer:
             raise RuntimeError(f"{what}: call model.compile(optimizer=..., loss=...) first")
 
     def _compute_loss(self, y, y_pred, sample_weight, training):
+        if isinstance(y_pred, dict):  # dict outputs: in the order of output_names
+            y_pred = [y_pred[n] for n in self._output_names()]
         outputs = list(y_pred) if isinstance(y_pred, (list, tuple)) else [y_pred]
         self._prepare_compiled(len(outputs))
         if len(outputs) > 1:
@@ -144,6 +146,12 @@ class Trainer:
                 )
             targets = list(y)
         else:
+            if isinstance(y, dict):
+                if len(y) != 1:
+                    raise ValueError(
+                        f"the model has one output {self._names}; y is a dict with keys {sorted(y)}"
+                    )
+                y = next(iter(y.values())) if self._names[0] not in y else y[self._names[0]]
             targets = [y[0] if isinstance(y, (list, tuple)) and len(y) == 1 else y]
         total = None
         batch = outputs[0].shape[0]
@@ -337,6 +345,8 @@ class Trainer:
 
 
 def _values(outputs):
+    if isinstance(outputs, dict):
+        return {k: _values(v) for k, v in outputs.items()}
     if isinstance(outputs, (list, tuple)):
         return [o.value for o in outputs]
     return outputs.value if isinstance(outputs, Tensor) else outputs
@@ -346,6 +356,8 @@ def _concat_outputs(outputs):
     from ..backends import backend_of
 
     first = outputs[0]
+    if isinstance(first, dict):
+        return {k: _concat_outputs([o[k] for o in outputs]) for k in first}
     if isinstance(first, list):
         return [_concat_outputs([o[i] for o in outputs]) for i in range(len(first))]
     xp = backend_of(first).xp
