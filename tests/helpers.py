@@ -11,7 +11,7 @@ def to_host(x):
 
 def numeric_gradient(fn, arrays, index, eps=1e-6):
     """Central differences of ``fn(*arrays)`` (a float) with respect to ``arrays[index]``."""
-    base = [np.array(a, dtype=np.float64, copy=True) for a in arrays]
+    base = [np.array(a, dtype=np.float64, copy=True, order="C") for a in arrays]
     target = base[index]
     grad = np.zeros_like(target)
     flat, gflat = target.reshape(-1), grad.reshape(-1)
