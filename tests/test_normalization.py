@@ -4,10 +4,10 @@ statistics update rule, save/reload and bad input."""
 
 import numpy as np
 import pytest
+from helpers import check_gradients, check_layer_gradients
 
 import dlx
 from dlx import layers, ops
-from helpers import check_gradients, check_layer_gradients
 
 rng = np.random.default_rng(7)
 
