@@ -104,8 +104,8 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
     return -ops.sum(_constant(t) * ops.log(p), axis=axis)
 
 
-def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_class=None):
-    y_pred = _tensor(y_pred)
+def _sparse_labels(y_true, y_pred):
+    """Integer labels of shape ``y_pred.shape[:-1]``, checked against the number of classes."""
     xp = y_pred.xp
     labels = y_true.value if isinstance(y_true, Tensor) else as_backend_array(y_true)
     classes = y_pred.shape[-1]
@@ -119,16 +119,28 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_cl
         )
     if xp.isdtype(labels.dtype, "real floating"):
         labels = xp.astype(labels, xp.int64)
-    valid = None
-    if ignore_class is not None:
-        valid = labels != ignore_class
-        labels = xp.where(valid, labels, xp.zeros_like(labels))
-    low, high = int(xp.min(labels)) if labels.size else 0, int(xp.max(labels)) if labels.size else 0
+    return labels
+
+
+def _check_label_range(xp, labels, classes):
+    low, high = (int(xp.min(labels)), int(xp.max(labels))) if labels.size else (0, 0)
     if low < 0 or high >= classes:
         raise ValueError(
             f"sparse_categorical_crossentropy: labels must lie in [0, {classes - 1}] for "
             f"predictions with {classes} classes, got labels in [{low}, {high}]"
         )
+
+
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_class=None):
+    y_pred = _tensor(y_pred)
+    xp = y_pred.xp
+    labels = _sparse_labels(y_true, y_pred)
+    classes = y_pred.shape[-1]
+    valid = None
+    if ignore_class is not None:
+        valid = labels != ignore_class
+        labels = xp.where(valid, labels, xp.zeros_like(labels))
+    _check_label_range(xp, labels, classes)
     if from_logits:
         loss = ops.sparse_softmax_cross_entropy(y_pred, labels)
     else:
@@ -245,7 +257,16 @@ class CategoricalCrossentropy(
 class SparseCategoricalCrossentropy(
     _fn_loss(sparse_categorical_crossentropy, from_logits=False, ignore_class=None)
 ):
-    pass
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        options = self.options
+        if (options["from_logits"] and options["ignore_class"] is None and sample_weight is None
+                and self.reduction == "sum_over_batch_size"):
+            # the usual training loss as one fused node
+            y_pred = _tensor(y_pred)
+            labels = _sparse_labels(y_true, y_pred)
+            _check_label_range(y_pred.xp, labels, y_pred.shape[-1])
+            return ops.sparse_softmax_cross_entropy(y_pred, labels, mean=True)
+        return super().__call__(y_true, y_pred, sample_weight)
 
 
 class KLDivergence(_fn_loss(kl_divergence)):

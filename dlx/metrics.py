@@ -57,6 +57,12 @@ class Mean(Metric):
         if isinstance(values, Tensor):
             values = values.value
         values = as_backend_array(values)
+        if values.ndim == 0 and (sample_weight is None or isinstance(sample_weight, (int, float))):
+            # the common case (a batch loss weighted by the batch size): no array bookkeeping
+            weight = 1 if sample_weight is None else sample_weight
+            self.total = self.total + values * weight
+            self.count = self.count + weight
+            return
         xp = backend_of(values).xp
         self._accumulate(xp.reshape(values, (-1,)) if values.ndim else xp.reshape(values, (1,)), sample_weight)
 

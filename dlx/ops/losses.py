@@ -33,9 +33,28 @@ class SoftmaxCrossEntropy(Function):
 
 
 class SparseSoftmaxCrossEntropy(Function):
-    """``-log_softmax(logits)[label]`` over the last axis; labels are integers ``(...)``."""
+    """``-log_softmax(logits)[label]`` over the last axis; labels are integers ``(...)``.
+
+    With ``mean=True`` the op returns the mean over all samples (a scalar), which
+    saves the two reduction nodes of the common training loss.
+    """
+
+    def __init__(self, mean=False):
+        self.mean = mean
 
     def forward(self, logits, labels):
+        loss = self._per_sample(logits, labels)
+        if not self.mean:
+            return loss
+        self.count = loss.size if loss.size else 1
+        return self.xp.sum(loss) / self.count
+
+    def backward(self, g):
+        if self.mean:
+            g = self.xp.broadcast_to(g / self.count, tuple(self.labels.shape))
+        return self._per_sample_backward(g)
+
+    def _per_sample(self, logits, labels):
         xp = self.xp
         kernel = self.backend.kernel("sparse_softmax_cross_entropy")
         if kernel is not None:
@@ -49,7 +68,7 @@ class SparseSoftmaxCrossEntropy(Function):
         self.probabilities, self.labels = e / sum_e, labels
         return xp.squeeze(xp.log(sum_e), axis=-1) - xp.sum(one_hot * shifted, axis=-1)
 
-    def backward(self, g):
+    def _per_sample_backward(self, g):
         xp = self.xp
         kernel = self.backend.kernel("sparse_softmax_cross_entropy_backward")
         if kernel is not None:
@@ -79,12 +98,14 @@ def softmax_cross_entropy(logits, targets, axis=-1):
     return SoftmaxCrossEntropy(axis)(logits, targets)
 
 
-def sparse_softmax_cross_entropy(logits, labels):
+def sparse_softmax_cross_entropy(logits, labels, mean=False):
+    """Per-sample losses ``(...)`` for logits ``(..., classes)`` and integer labels ``(...)``,
+    or their mean when ``mean``."""
     from ..autograd import Tensor
 
     if isinstance(labels, Tensor):
         labels = labels.value
-    return SparseSoftmaxCrossEntropy()(logits, labels)
+    return SparseSoftmaxCrossEntropy(mean)(logits, labels)
 
 
 def sigmoid_cross_entropy(logits, targets):
