@@ -169,7 +169,7 @@ class Trainer:
         for penalty in penalties:
             total = total + penalty
         with no_grad():
-            self._loss_tracker.update_state(total.value, sample_weight=[batch])
+            self._loss_tracker.update_state(total.value, sample_weight=batch)
             for i, metric in self._metrics:
                 metric.update_state(targets[i], outputs[i], sample_weight=sample_weight)
         return total
