@@ -102,6 +102,14 @@ def test_linear_with_bias_gradients(backend):
     check_gradients(lambda x, w, b: ops.linear(x, w, b), [r(5, 4), r(4, 3), r(3)])
 
 
+def test_linear_with_fused_relu_equals_relu_of_linear(backend):
+    x, w, b = r(2, 5, 4), r(4, 3), r(3)
+    check_gradients(lambda x, w, b: ops.linear(x, w, b, relu=True), [x, w, b])
+    fused = ops.linear(dlx.Tensor(x), dlx.Tensor(w), dlx.Tensor(b), relu=True)
+    plain = ops.relu(ops.linear(dlx.Tensor(x), dlx.Tensor(w), dlx.Tensor(b)))
+    np.testing.assert_array_equal(dlx.to_numpy(fused), dlx.to_numpy(plain))
+
+
 def test_maximum_splits_gradient_at_ties(backend):
     a = dlx.Tensor(np.array([1.0, 2.0]), requires_grad=True)
     b = dlx.Tensor(np.array([1.0, 3.0]), requires_grad=True)

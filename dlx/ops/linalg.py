@@ -38,11 +38,17 @@ class MatMul(Function):
 
 
 class Linear(Function):
-    """``y = x @ kernel (+ bias)`` over the last axis of ``x``.
+    """``y = x @ kernel (+ bias)`` over the last axis of ``x``, optionally followed by ReLU.
 
     Shapes: x ``(..., in)``, kernel ``(in, units)``, bias ``(units,)`` or None;
     y ``(..., units)``. Leading axes are folded into one for the products.
+    Fusing the ReLU saves a graph node and an array per Dense layer.
     """
+
+    def __init__(self, relu=False):
+        self.relu = relu
+
+    y = None
 
     def forward(self, x, kernel, bias=None):
         xp = self.xp
@@ -52,6 +58,9 @@ class Linear(Function):
         y = x2 @ kernel
         if bias is not None:
             y += bias
+        if self.relu:
+            y = xp.maximum(y, 0.0)
+            self.y = y
         if x.ndim != 2:
             y = xp.reshape(y, self.input_shape[:-1] + (kernel.shape[1],))
         return y
@@ -59,6 +68,8 @@ class Linear(Function):
     def backward(self, g):
         xp = self.xp
         g2 = g if g.ndim == 2 else xp.reshape(g, (-1, g.shape[-1]))
+        if self.relu:
+            g2 = xp.where(self.y > 0, g2, 0.0)
         need_x, need_k = self.needs_input_grad[:2]
         need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
         gx = xp.reshape(g2 @ self.kernel.T, self.input_shape) if need_x else None
@@ -68,14 +79,15 @@ class Linear(Function):
 
     def release(self):
         super().release()
-        self.x2 = self.kernel = None
+        self.x2 = self.kernel = self.y = None
 
 
 def matmul(a, b):
     return MatMul()(a, b)
 
 
-def linear(x, kernel, bias=None):
+def linear(x, kernel, bias=None, relu=False):
+    """``x @ kernel + bias`` (then ReLU when ``relu``); see :class:`Linear` for shapes."""
     if bias is None:
-        return Linear()(x, kernel)
-    return Linear()(x, kernel, bias)
+        return Linear(relu)(x, kernel)
+    return Linear(relu)(x, kernel, bias)
