@@ -18,6 +18,43 @@ class HostRandom:
     def seed(self, seed):
         self.generator = np.random.Generator(np.random.PCG64(seed))
 
+    def get_state(self):
+        """The generator's full state as JSON-safe Python data (ints and strings).
+
+        Restoring it with :meth:`set_state` makes the following draws repeat exactly.
+        """
+        state = self.generator.bit_generator.state
+        return {
+            "bit_generator": str(state["bit_generator"]),
+            "state": {"state": int(state["state"]["state"]), "inc": int(state["state"]["inc"])},
+            "has_uint32": int(state["has_uint32"]),
+            "uinteger": int(state["uinteger"]),
+        }
+
+    def set_state(self, state):
+        """Restore a state from :meth:`get_state`; raises ValueError when it is malformed."""
+        try:
+            name = state["bit_generator"]
+            inner = state["state"]
+            values = (inner["state"], inner["inc"], state["has_uint32"], state["uinteger"])
+        except (TypeError, KeyError) as error:
+            raise ValueError(f"random state: expected a dict from get_state(), got {state!r}") from error
+        if name != "PCG64":
+            raise ValueError(f"random state: bit generator {name!r} is not PCG64")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+            raise ValueError(f"random state: state values must be non-negative ints, got {values}")
+        bit_generator = np.random.PCG64()
+        try:
+            bit_generator.state = {
+                "bit_generator": "PCG64",
+                "state": {"state": values[0], "inc": values[1]},
+                "has_uint32": values[2],
+                "uinteger": values[3],
+            }
+        except (TypeError, ValueError, OverflowError) as error:
+            raise ValueError(f"random state: invalid PCG64 state ({error})") from error
+        self.generator = np.random.Generator(bit_generator)
+
     def uniform(self, shape, low=0.0, high=1.0):
         return self.generator.uniform(low, high, size=tuple(shape))
 

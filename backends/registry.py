@@ -214,6 +214,17 @@ def set_seed(seed):
         backend.seed(seed)
 
 
+def get_random_state():
+    """The host generator's state (JSON-safe dict): saved in checkpoints so that a
+    resumed ``fit`` draws the same shuffles and dropout masks as an uninterrupted one."""
+    return _HOST_RANDOM.get_state()
+
+
+def set_random_state(state):
+    """Restore the host generator to a state from :func:`get_random_state`."""
+    _HOST_RANDOM.set_state(state)
+
+
 def permutation(n):
     """A seeded random permutation of ``range(n)`` as a host NumPy array (for shuffling data)."""
     return _HOST_RANDOM.permutation(n)
