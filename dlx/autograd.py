@@ -8,6 +8,7 @@ order and hand every Function the gradient of its outputs.
 """
 
 import contextlib
+import weakref
 
 from . import backends
 
@@ -361,8 +362,6 @@ def _wrap(array):
 
 
 def _weak(tensor):
-    import weakref
-
     return weakref.ref(tensor)
 
 

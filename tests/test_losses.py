@@ -120,3 +120,18 @@ def test_unknown_loss_names_the_choices():
 def test_loss_from_a_function():
     loss = losses.get(lambda t, p: dlx.ops.mean(dlx.ops.abs(p - t), axis=-1))
     assert np.isclose(loss(REGRESSION, LOGITS).item(), np.abs(LOGITS - REGRESSION).mean())
+
+
+def test_numpy_sparse_cross_entropy_kernel_equals_generic():
+    logits = rng.normal(size=(2, 5, 7)) * 4
+    labels = rng.integers(0, 7, (2, 5))
+    results = []
+    for kernels in (True, False):
+        dlx.backends.set_kernels_enabled(kernels)
+        x = dlx.Tensor(logits, requires_grad=True)
+        loss = dlx.ops.sparse_softmax_cross_entropy(x, dlx.asarray(labels))
+        (loss * dlx.asarray(np.arange(10.0).reshape(2, 5))).sum().backward()
+        results.append((dlx.to_numpy(loss), dlx.to_numpy(x.grad)))
+    dlx.backends.set_kernels_enabled(True)
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-12)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-12, atol=1e-14)
