@@ -39,6 +39,36 @@ def adam_update(w, g, m, v, alpha, beta_1, beta_2, epsilon):
 
 KERNELS["adam_update"] = adam_update
 
+
+def sparse_softmax_cross_entropy(logits, labels):
+    """Per-sample ``-log_softmax(logits)[label]`` ``(...)`` and the softmax ``(..., classes)``."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    probabilities = np.exp(shifted)
+    sums = probabilities.sum(axis=-1, keepdims=True)
+    picked = np.take_along_axis(shifted, labels[..., None].astype(np.intp), axis=-1)
+    loss = (np.log(sums) - picked)[..., 0]
+    probabilities /= sums
+    return loss, probabilities
+
+
+def sparse_softmax_cross_entropy_backward(g, probabilities, labels):
+    """``g[..., None] * (softmax - one_hot(labels))`` without building the one-hot matrix."""
+    grad = probabilities.copy()
+    flat = grad.reshape(-1, grad.shape[-1])
+    flat[np.arange(flat.shape[0]), labels.reshape(-1)] -= 1
+    grad *= g[..., None]
+    return grad
+
+
+KERNELS["sparse_softmax_cross_entropy"] = sparse_softmax_cross_entropy
+KERNELS["sparse_softmax_cross_entropy_backward"] = sparse_softmax_cross_entropy_backward
+
+
+# kernels of the op families, each in a module of its own
 from .numpy_conv import CONV_KERNELS  # noqa: E402
 
 KERNELS.update(CONV_KERNELS)
+
+from .numpy_rnn import RNN_KERNELS  # noqa: E402
+
+KERNELS.update(RNN_KERNELS)
