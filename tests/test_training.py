@@ -271,3 +271,15 @@ def test_mnist_digits_mlp_reaches_97_percent():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.main(epochs=30, verbose=0) >= 0.97
+
+
+def test_xor_example_learns_xor():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "examples" / "xor.py"
+    spec = importlib.util.spec_from_file_location("xor_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    predictions = module.main(epochs=500, verbose=False)
+    np.testing.assert_array_equal(predictions[:, 0] > 0.5, [False, True, True, False])
