@@ -193,7 +193,42 @@ class Model(Trainer, Layer):
         print_summary(self, line_length=line_length, print_fn=print_fn)
 
     def get_config(self):
+        """Functional models: layers and call graph (see ``serialization.functional_config``).
+        Subclassed models: only the name (their architecture is Python code)."""
+        if getattr(self, "_functional", False):
+            from .serialization import functional_config
+
+            return functional_config(self)
         return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        if isinstance(config, dict) and "nodes" in config:
+            from .serialization import functional_from_config
+
+            return functional_from_config(cls, config, custom_objects)
+        return super().from_config(config)
+
+    # -- saving (the file format is described in saving.py) ------------------------
+    def save(self, filepath, overwrite=True, include_optimizer=True):
+        """Write the model (architecture, weights, optimizer state, compile settings) to one
+        ``.dlx`` zip file, crash-safely. Subclassed models store weights and state only."""
+        from .saving import save_model
+
+        save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
+
+    def save_weights(self, filepath, overwrite=True):
+        """Write only the weights (Keras order) to a zip file, crash-safely."""
+        from .saving import save_weights
+
+        save_weights(self, filepath, overwrite=overwrite)
+
+    def load_weights(self, filepath):
+        """Set the weights from a file of :meth:`save_weights` or :meth:`save`; the saved
+        weights must match this model's weights in number and shapes."""
+        from .saving import load_weights
+
+        load_weights(self, filepath)
 
 
 def _is_symbolic(inputs):

@@ -105,3 +105,22 @@ class Sequential(Model):
             "input_shape": list(self._input_shape) if self._input_shape else None,
             "layers": [serialize_layer(l) for l in self._layers],
         }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        from .serialization import deserialize_layer
+
+        if not isinstance(config, dict) or not isinstance(config.get("layers", []), list):
+            raise ValueError(f"Sequential config must be a dict with a 'layers' list, got {config!r:.200}")
+        name = config.get("name")
+        model = cls(name=name if isinstance(name, str) else None)
+        for layer_config in config.get("layers", []):
+            model.add(deserialize_layer(layer_config, custom_objects))
+        input_shape = config.get("input_shape")
+        if input_shape is not None and not model.built and model.layers:
+            if not isinstance(input_shape, list) or not all(
+                s is None or (isinstance(s, int) and s >= 0) for s in input_shape
+            ):
+                raise ValueError(f"Sequential config: bad input_shape {input_shape!r:.100}")
+            model.build(tuple(input_shape))
+        return model
