@@ -9,7 +9,7 @@ MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
 
 def _strip(name, prefix):
-    return name[len(prefix):] if name.startswith(prefix) else name
+    return name[len(prefix) :] if name.startswith(prefix) else name
 
 
 class Bidirectional(Layer):
@@ -31,9 +31,14 @@ class Bidirectional(Layer):
         owner = f"Bidirectional '{self.name}'"
         layer = layer_from(layer, owner)
         if merge_mode not in MERGE_MODES:
-            raise ValueError(f"{owner}: merge_mode must be one of {MERGE_MODES}, got {merge_mode!r}")
+            raise ValueError(
+                f"{owner}: merge_mode must be one of {MERGE_MODES}, got {merge_mode!r}"
+            )
         if not hasattr(layer, "go_backwards") or not hasattr(layer, "return_sequences"):
-            raise ValueError(f"{owner}: needs a recurrent layer (SimpleRNN, LSTM, GRU), got {type(layer).__name__}")
+            raise ValueError(
+                f"{owner}: needs a recurrent layer (SimpleRNN, LSTM, GRU), "
+                f"got {type(layer).__name__}"
+            )
         config = dict(layer.get_config())
         config["name"] = "forward_" + _strip(layer.name, "forward_")
         self.forward_layer = type(layer).from_config(config)
@@ -66,7 +71,9 @@ class Bidirectional(Layer):
     def call(self, inputs, mask=None, training=False, initial_state=None):
         forward_state = backward_state = None
         if initial_state is not None:
-            states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+            states = (
+                list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+            )
             if len(states) % 2:
                 raise ValueError(
                     f"Bidirectional '{self.name}': initial_state needs the forward states then the "
@@ -75,7 +82,9 @@ class Bidirectional(Layer):
             half = len(states) // 2
             forward_state, backward_state = states[:half], states[half:]
         y = self.forward_layer(inputs, training=training, mask=mask, initial_state=forward_state)
-        y_rev = self.backward_layer(inputs, training=training, mask=mask, initial_state=backward_state)
+        y_rev = self.backward_layer(
+            inputs, training=training, mask=mask, initial_state=backward_state
+        )
         states = []
         if self.return_state:
             states = list(y[1:]) + list(y_rev[1:])

@@ -16,13 +16,22 @@ class Embedding(Layer):
 
     input_dtype = "int32"
 
-    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform",
-                 embeddings_regularizer=None, mask_zero=False, **kwargs):
+    def __init__(
+        self,
+        input_dim,
+        output_dim,
+        embeddings_initializer="uniform",
+        embeddings_regularizer=None,
+        mask_zero=False,
+        **kwargs,
+    ):
         kwargs.pop("input_length", None)  # Keras 2 argument, no longer needed
         super().__init__(**kwargs)
         for what, value in (("input_dim", input_dim), ("output_dim", output_dim)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"Embedding '{self.name}': {what} must be a positive integer, got {value!r}")
+                raise ValueError(
+                    f"Embedding '{self.name}': {what} must be a positive integer, got {value!r}"
+                )
         self.input_dim, self.output_dim = input_dim, output_dim
         if embeddings_initializer == "uniform":
             embeddings_initializer = initializers.RandomUniform(-0.05, 0.05)
@@ -32,8 +41,12 @@ class Embedding(Layer):
         self.supports_masking = self.mask_zero
 
     def build(self, input_shape):
-        self.embeddings = self.add_weight("embeddings", (self.input_dim, self.output_dim),
-                                          self.embeddings_initializer, self.embeddings_regularizer)
+        self.embeddings = self.add_weight(
+            "embeddings",
+            (self.input_dim, self.output_dim),
+            self.embeddings_initializer,
+            self.embeddings_regularizer,
+        )
 
     def _indices(self, inputs):
         xp = inputs.xp

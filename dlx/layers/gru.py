@@ -23,10 +23,18 @@ class GRU(RNNBase):
     cell = "gru"
     state_count = 1
 
-    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", reset_after=True,
-                 use_cudnn="auto", **kwargs):
-        super().__init__(units, activation=activation, recurrent_activation=recurrent_activation,
-                         **kwargs)
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        reset_after=True,
+        use_cudnn="auto",
+        **kwargs,
+    ):
+        super().__init__(
+            units, activation=activation, recurrent_activation=recurrent_activation, **kwargs
+        )
         self.reset_after = bool(reset_after)
         self.use_cudnn = use_cudnn  # accepted for Keras compatibility
 

@@ -1,7 +1,7 @@
 """LSTM: long short-term memory layer (gates i, f, c, o in Keras order)."""
 
-from ..backends import get_backend
 from .. import initializers
+from ..backends import get_backend
 from .rnn_base import RNNBase
 
 
@@ -35,10 +35,18 @@ class LSTM(RNNBase):
     cell = "lstm"
     state_count = 2
 
-    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid",
-                 unit_forget_bias=True, use_cudnn="auto", **kwargs):
-        super().__init__(units, activation=activation, recurrent_activation=recurrent_activation,
-                         **kwargs)
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        unit_forget_bias=True,
+        use_cudnn="auto",
+        **kwargs,
+    ):
+        super().__init__(
+            units, activation=activation, recurrent_activation=recurrent_activation, **kwargs
+        )
         self.unit_forget_bias = bool(unit_forget_bias)
         self.use_cudnn = use_cudnn  # accepted for Keras compatibility
 

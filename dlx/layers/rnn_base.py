@@ -30,20 +30,41 @@ class RNNBase(Layer):
     state_count = 1
     supports_masking = True
 
-    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
-                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-                 bias_initializer="zeros", kernel_regularizer=None, recurrent_regularizer=None,
-                 bias_regularizer=None, dropout=0.0, recurrent_dropout=0.0, return_sequences=False,
-                 return_state=False, go_backwards=False, stateful=False, unroll=False, seed=None,
-                 **kwargs):
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        seed=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         kind = type(self).__name__
         if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
-            raise ValueError(f"{kind} '{self.name}': units must be a positive integer, got {units!r}")
+            raise ValueError(
+                f"{kind} '{self.name}': units must be a positive integer, got {units!r}"
+            )
         self.units = units
         self.activation = get_activation(activation)
         self.recurrent_activation = get_activation(recurrent_activation)
-        for what, fn in (("activation", self.activation), ("recurrent_activation", self.recurrent_activation)):
+        for what, fn in (
+            ("activation", self.activation),
+            ("recurrent_activation", self.recurrent_activation),
+        ):
             if activation_name(fn) not in RECURRENT_ACTIVATIONS:
                 raise ValueError(
                     f"{kind} '{self.name}': {what} {activation_name(fn)!r} is not supported by the "
@@ -80,17 +101,26 @@ class RNNBase(Layer):
         kind = type(self).__name__
         if len(input_shape) != 3:
             raise ValueError(
-                f"{kind} '{self.name}': expects input of shape (batch, timesteps, features), i.e. 3 "
+                f"{kind} '{self.name}': expects input of shape (batch, timesteps, features), "
+                f"i.e. 3 "
                 f"dimensions, but got shape {tuple(input_shape)}"
             )
         features, width = input_shape[-1], self.gates * self.units
-        self.kernel = self.add_weight("kernel", (features, width), self.kernel_initializer,
-                                      self.kernel_regularizer)
-        self.recurrent_kernel = self.add_weight("recurrent_kernel", (self.units, width),
-                                                self.recurrent_initializer, self.recurrent_regularizer)
+        self.kernel = self.add_weight(
+            "kernel", (features, width), self.kernel_initializer, self.kernel_regularizer
+        )
+        self.recurrent_kernel = self.add_weight(
+            "recurrent_kernel",
+            (self.units, width),
+            self.recurrent_initializer,
+            self.recurrent_regularizer,
+        )
         self.bias = (
-            self.add_weight("bias", self._bias_shape(), self._bias_initializer(), self.bias_regularizer)
-            if self.use_bias else None
+            self.add_weight(
+                "bias", self._bias_shape(), self._bias_initializer(), self.bias_regularizer
+            )
+            if self.use_bias
+            else None
         )
         self.input_spec = InputSpec(ndim=3, axes={-1: features})
         if self.stateful and self.batch_input_shape is not None and self.batch_input_shape[0]:
@@ -107,13 +137,17 @@ class RNNBase(Layer):
         backend = get_backend()
         dtype = like.dtype if like is not None else backend.dtype(self.dtype)
         device = like.device if like is not None else backend.device
-        return [backend.xp.zeros((batch, self.units), dtype=dtype, device=device)
-                for _ in range(self.state_count)]
+        return [
+            backend.xp.zeros((batch, self.units), dtype=dtype, device=device)
+            for _ in range(self.state_count)
+        ]
 
     def reset_states(self, states=None):
         """Stateful layers: set the carried states to zeros (or to ``states``)."""
         if not self.stateful:
-            raise AttributeError(f"{type(self).__name__} '{self.name}': reset_states() needs stateful=True")
+            raise AttributeError(
+                f"{type(self).__name__} '{self.name}': reset_states() needs stateful=True"
+            )
         batch = self._stateful_batch()
         if states is None:
             self.states = self._zero_states(batch) if batch is not None else None
@@ -132,7 +166,8 @@ class RNNBase(Layer):
         kind = type(self).__name__
         if len(states) != self.state_count:
             raise ValueError(
-                f"{kind} '{self.name}': initial_state needs {self.state_count} state tensor(s) of shape "
+                f"{kind} '{self.name}': initial_state needs {self.state_count} state tensor(s) "
+                f"of shape "
                 f"{(batch, self.units)}, got {len(states)}"
             )
         out = []
@@ -155,7 +190,8 @@ class RNNBase(Layer):
         mask = mask.value if isinstance(mask, Tensor) else as_backend_array(mask)
         if tuple(mask.shape) != (batch, steps):
             raise ValueError(
-                f"{type(self).__name__} '{self.name}': mask of shape {tuple(mask.shape)} does not match "
+                f"{type(self).__name__} '{self.name}': mask of shape {tuple(mask.shape)} "
+                f"does not match "
                 f"the input: expected (batch, timesteps) = {(batch, steps)}"
             )
         from ..backends import backend_of
@@ -167,7 +203,8 @@ class RNNBase(Layer):
         kind = type(self).__name__
         if inputs.ndim != 3:
             raise ValueError(
-                f"{kind} '{self.name}': expects input of shape (batch, timesteps, features), but got "
+                f"{kind} '{self.name}': expects input of shape (batch, timesteps, features), "
+                f"but got "
                 f"shape {tuple(inputs.shape)}"
             )
         batch, steps, features = inputs.shape
@@ -180,7 +217,8 @@ class RNNBase(Layer):
                 fixed = self.batch_input_shape[0] if self.batch_input_shape is not None else None
                 if fixed and fixed != batch:
                     raise ValueError(
-                        f"{kind} '{self.name}': stateful layer built for batch size {fixed} got input "
+                        f"{kind} '{self.name}': stateful layer built for batch size {fixed} "
+                        f"got input "
                         f"of shape {tuple(inputs.shape)}"
                     )
                 self.states = self._zero_states(batch, inputs.value)

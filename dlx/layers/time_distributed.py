@@ -13,9 +13,13 @@ def layer_from(spec, owner):
 
         cls = getattr(layers, spec["class_name"], None)
         if not isinstance(cls, type):
-            raise ValueError(f"{owner}: unknown layer class {spec['class_name']!r} in the wrapped layer config")
+            raise ValueError(
+                f"{owner}: unknown layer class {spec['class_name']!r} in the wrapped layer config"
+            )
         return cls.from_config(spec["config"])
-    raise TypeError(f"{owner}: expected a Layer (or a layer config dict), got {type(spec).__name__}")
+    raise TypeError(
+        f"{owner}: expected a Layer (or a layer config dict), got {type(spec).__name__}"
+    )
 
 
 def layer_config(layer):
@@ -39,14 +43,16 @@ class TimeDistributed(Layer):
     def build(self, input_shape):
         if len(input_shape) < 3:
             raise ValueError(
-                f"TimeDistributed '{self.name}': input needs at least 3 dimensions (batch, timesteps, "
+                f"TimeDistributed '{self.name}': input needs at least 3 dimensions "
+                f"(batch, timesteps, "
                 f"...), got shape {tuple(input_shape)}"
             )
 
     def call(self, inputs, training=False):
         if inputs.ndim < 3:
             raise ValueError(
-                f"TimeDistributed '{self.name}': input needs at least 3 dimensions (batch, timesteps, "
+                f"TimeDistributed '{self.name}': input needs at least 3 dimensions "
+                f"(batch, timesteps, "
                 f"...), got shape {tuple(inputs.shape)}"
             )
         batch, steps = inputs.shape[:2]

@@ -104,17 +104,35 @@ class SequenceSpec:
     dropout mask already scaled by ``1/keep``, or None).
     """
 
-    def __init__(self, cell, activation="tanh", recurrent_activation="sigmoid", go_backwards=False,
-                 return_sequences=True, reset_after=True, mask=None, recurrent_mask=None):
+    def __init__(
+        self,
+        cell,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        go_backwards=False,
+        return_sequences=True,
+        reset_after=True,
+        mask=None,
+        recurrent_mask=None,
+    ):
         if cell not in CELLS:
-            raise ValueError(f"recurrent sequence: unknown cell {cell!r}; choose one of {sorted(CELLS)}")
-        for what, name in (("activation", activation), ("recurrent_activation", recurrent_activation)):
+            raise ValueError(
+                f"recurrent sequence: unknown cell {cell!r}; choose one of {sorted(CELLS)}"
+            )
+        for what, name in (
+            ("activation", activation),
+            ("recurrent_activation", recurrent_activation),
+        ):
             if name not in RECURRENT_ACTIVATIONS:
                 raise ValueError(
                     f"recurrent sequence: {what} {name!r} is not supported inside the fused loop; "
                     f"choose one of {sorted(RECURRENT_ACTIVATIONS)}"
                 )
-        self.cell, self.activation, self.recurrent_activation = cell, activation, recurrent_activation
+        self.cell, self.activation, self.recurrent_activation = (
+            cell,
+            activation,
+            recurrent_activation,
+        )
         self.go_backwards, self.return_sequences = bool(go_backwards), bool(return_sequences)
         self.reset_after, self.mask, self.recurrent_mask = bool(reset_after), mask, recurrent_mask
 
@@ -352,7 +370,9 @@ class GenericGRU:
                 dU = _matmul_sum(xp, hds, dinners)
             else:
                 dah_all = [d[:, 2 * u :] for d in dxs]
-                dU = xp.concat([_matmul_sum(xp, hds, dinners), _matmul_sum(xp, rhs, dah_all)], axis=1)
+                dU = xp.concat(
+                    [_matmul_sum(xp, hds, dinners), _matmul_sum(xp, rhs, dah_all)], axis=1
+                )
         if needs[2] and spec.reset_after:
             drb = xp.sum(xp.stack(dinners, axis=0), axis=(0, 1))
         return _dx(xp, spec, dxs), dU, drb, dh, None
@@ -428,7 +448,8 @@ def recurrent_sequence(spec, xproj, recurrent_kernel, recurrent_bias=None, h0=No
     if tuple(xproj_value.shape[2:]) != (expected,):
         raise ValueError(
             f"{spec.cell}_sequence: xproj of shape {tuple(xproj_value.shape)} does not match a "
-            f"recurrent kernel of shape {tuple(recurrent_kernel.shape)} (expected last axis {expected})"
+            f"recurrent kernel of shape {tuple(recurrent_kernel.shape)} "
+            f"(expected last axis {expected})"
         )
     if h0 is None or (spec.cell == "lstm" and c0 is None):
         from ..backends import backend_of
@@ -445,12 +466,16 @@ def recurrent_sequence(spec, xproj, recurrent_kernel, recurrent_bias=None, h0=No
 
 def lstm_sequence(xproj, recurrent_kernel, h0=None, c0=None, **options):
     """LSTM loop over time-major ``xproj (T, B, 4u)``; options as :class:`SequenceSpec`."""
-    return recurrent_sequence(SequenceSpec("lstm", **options), xproj, recurrent_kernel, None, h0, c0)
+    return recurrent_sequence(
+        SequenceSpec("lstm", **options), xproj, recurrent_kernel, None, h0, c0
+    )
 
 
 def gru_sequence(xproj, recurrent_kernel, recurrent_bias=None, h0=None, **options):
     """GRU loop over time-major ``xproj (T, B, 3u)``; options as :class:`SequenceSpec`."""
-    return recurrent_sequence(SequenceSpec("gru", **options), xproj, recurrent_kernel, recurrent_bias, h0)
+    return recurrent_sequence(
+        SequenceSpec("gru", **options), xproj, recurrent_kernel, recurrent_bias, h0
+    )
 
 
 def rnn_sequence(xproj, recurrent_kernel, h0=None, **options):

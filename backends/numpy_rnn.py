@@ -1,0 +1,379 @@
+"""NumPy fast paths of the recurrent sequence ops (``lstm_sequence``, ``gru_sequence``,
+``rnn_sequence``; see ``dlx/ops/recurrent.py`` for what they compute).
+
+Same math as the generic loops, arranged for a CPU: every step writes into
+preallocated time-major buffers with ``out=`` arguments (no temporaries), the
+sigmoid gates come from one ``tanh`` over all gates (``sigmoid(x) = (1 +
+tanh(x/2)) / 2``, the halving folded into the recurrent kernel and the input
+projection once per call), and the derivative factors of the gates are
+computed for all steps at once before the reverse loop. Each kernel handles
+``tanh``/``sigmoid`` activations in float32/float64 and returns None otherwise,
+so the generic loop runs.
+"""
+
+import numpy as np
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _supported(spec, xproj, need_sigmoid=True):
+    if xproj.dtype not in _FLOATS or not isinstance(xproj, np.ndarray):
+        return False
+    if spec.activation != "tanh":
+        return False
+    return spec.recurrent_activation == "sigmoid" or not need_sigmoid
+
+
+def _time_major_input(spec, xproj, scale=None):
+    """A C-contiguous copy of ``xproj`` in processing order (times ``scale``)."""
+    source = xproj[::-1] if spec.go_backwards else xproj
+    out = np.empty(source.shape, xproj.dtype)
+    if scale is None:
+        np.copyto(out, source)
+    else:
+        np.multiply(source, scale, out=out)
+    return out
+
+
+def _step_masks(spec, dtype):
+    """(keep (T, B, 1) bool, carry (T, B, 1) bool, keep as float) in processing order, or Nones."""
+    if spec.mask is None:
+        return None, None, None
+    mask = np.asarray(spec.mask).T[:, :, None]
+    if spec.go_backwards:
+        mask = mask[::-1]
+    mask = np.ascontiguousarray(mask)
+    return mask, ~mask, mask.astype(dtype)
+
+
+def _finish_dx(spec, dz):
+    return dz[::-1] if spec.go_backwards else dz
+
+
+class _Saved:
+    __slots__ = ("H", "HD", "C", "A", "TC", "U", "keep", "carry", "keepf", "rm", "extra")
+
+
+class LSTMSequence:
+    """LSTM: gates buffer ``A (T, B, 4u)`` holds i, f, g, o after activation."""
+
+    def forward(self, spec, xproj, U, rbias, h0, c0):
+        if not _supported(spec, xproj):
+            return None
+        T, B, G = xproj.shape
+        u = G // 4
+        dt = xproj.dtype
+        half = np.full(G, 0.5, dt)
+        half[2 * u : 3 * u] = 1.0
+        shift = np.full(G, 0.5, dt)
+        shift[2 * u : 3 * u] = 0.0
+        XP = _time_major_input(spec, xproj, half)
+        Us = U * half
+        H = np.empty((T + 1, B, u), dt)
+        H[0] = h0
+        C = np.empty((T + 1, B, u), dt)
+        C[0] = c0
+        A = np.empty((T, B, G), dt)
+        TC = np.empty((T, B, u), dt)
+        tmp = np.empty((B, u), dt)
+        keep, carry, keepf = _step_masks(spec, dt)
+        rm = spec.recurrent_mask
+        HD = np.empty((T, B, u), dt) if rm is not None else None
+        for t in range(T):
+            z = A[t]
+            hp = H[t]
+            if rm is not None:
+                np.multiply(hp, rm, out=HD[t])
+                hp = HD[t]
+            np.matmul(hp, Us, out=z)
+            z += XP[t]
+            np.tanh(z, out=z)
+            z *= half
+            z += shift
+            c = C[t + 1]
+            np.multiply(z[:, u : 2 * u], C[t], out=c)
+            np.multiply(z[:, :u], z[:, 2 * u : 3 * u], out=tmp)
+            c += tmp
+            np.tanh(c, out=TC[t])
+            np.multiply(z[:, 3 * u :], TC[t], out=H[t + 1])
+            if carry is not None:
+                np.copyto(H[t + 1], H[t], where=carry[t])
+                np.copyto(c, C[t], where=carry[t])
+        saved = _Saved()
+        saved.H, saved.HD, saved.C, saved.A, saved.TC, saved.U = H, HD, C, A, TC, U
+        saved.keep, saved.carry, saved.keepf, saved.rm = keep, carry, keepf, rm
+        outputs = (H[T], C[T])
+        if spec.return_sequences:
+            outputs = (H[1:],) + outputs
+        return outputs, saved
+
+    def backward(self, spec, s, d_seq, d_h, d_c, needs):
+        A, TC, C, U = s.A, s.TC, s.C, s.U
+        T, B, G = A.shape
+        u = G // 4
+        dt = A.dtype
+        A4 = A.reshape(T, B, 4, u)
+        i, f, g, o = A4[:, :, 0], A4[:, :, 1], A4[:, :, 2], A4[:, :, 3]
+        # Q: what multiplies (dc, dc, dc, dh) to give dz, for all steps at once
+        Q = np.empty((T, B, 4, u), dt)
+        np.subtract(1.0, i, out=Q[:, :, 0])
+        Q[:, :, 0] *= i
+        Q[:, :, 0] *= g
+        np.subtract(1.0, f, out=Q[:, :, 1])
+        Q[:, :, 1] *= f
+        Q[:, :, 1] *= C[:-1]
+        np.multiply(g, g, out=Q[:, :, 2])
+        np.subtract(1.0, Q[:, :, 2], out=Q[:, :, 2])
+        Q[:, :, 2] *= i
+        np.subtract(1.0, o, out=Q[:, :, 3])
+        Q[:, :, 3] *= o
+        Q[:, :, 3] *= TC
+        # OT = o * (1 - tanh(c)^2): dh -> dc
+        OT = np.multiply(TC, TC)
+        np.subtract(1.0, OT, out=OT)
+        OT *= o
+        dZ = np.empty((T, B, G), dt)
+        dZ4 = dZ.reshape(T, B, 4, u)
+        dh = np.array(d_h, dtype=dt, copy=True)
+        dc = np.array(d_c, dtype=dt, copy=True)
+        tmp = np.empty((B, u), dt)
+        keep_h = np.empty((B, u), dt) if s.keep is not None else None
+        keep_c = np.empty((B, u), dt) if s.keep is not None else None
+        UT = U.T
+        for t in range(T - 1, -1, -1):
+            if d_seq is not None:
+                dh += d_seq[t]
+            if keep_h is not None:
+                m = s.keepf[t]
+                np.multiply(dh, 1.0 - m, out=keep_h)
+                np.multiply(dc, 1.0 - m, out=keep_c)
+                dh *= m
+                dc *= m
+            np.multiply(dh, OT[t], out=tmp)
+            dc += tmp
+            np.multiply(dc[:, None, :], Q[t, :, :3], out=dZ4[t, :, :3])
+            np.multiply(dh, Q[t, :, 3], out=dZ4[t, :, 3])
+            dc *= f[t]
+            np.matmul(dZ[t], UT, out=dh)
+            if s.rm is not None:
+                dh *= s.rm
+            if keep_h is not None:
+                dh += keep_h
+                dc += keep_c
+        dU = None
+        if needs[1]:
+            Hp = s.HD if s.HD is not None else s.H[:-1]
+            dU = Hp.reshape(T * B, u).T @ dZ.reshape(T * B, G)
+        return _finish_dx(spec, dZ), dU, None, dh, dc
+
+
+class GRUSequence:
+    """GRU, both ``reset_after`` variants."""
+
+    def forward(self, spec, xproj, U, rbias, h0, c0):
+        if not _supported(spec, xproj):
+            return None
+        T, B, G = xproj.shape
+        u = G // 3
+        dt = xproj.dtype
+        XP = _time_major_input(spec, xproj)
+        H = np.empty((T + 1, B, u), dt)
+        H[0] = h0
+        ZR = np.empty((T, B, 2 * u), dt)  # z, r after the sigmoid
+        HH = np.empty((T, B, u), dt)  # candidate after tanh
+        IH = np.empty((T, B, u), dt)  # reset_after: inner_h; else r * hd
+        inner = np.empty((B, G if spec.reset_after else 2 * u), dt)
+        keep, carry, keepf = _step_masks(spec, dt)
+        rm = spec.recurrent_mask
+        HD = np.empty((T, B, u), dt) if rm is not None else None
+        U_zr, U_h = U[:, : 2 * u], U[:, 2 * u :]
+        for t in range(T):
+            hp = H[t]
+            if rm is not None:
+                np.multiply(hp, rm, out=HD[t])
+                hp = HD[t]
+            x = XP[t]
+            zr = ZR[t]
+            if spec.reset_after:
+                np.matmul(hp, U, out=inner)
+                if rbias is not None:
+                    inner += rbias
+                np.add(x[:, : 2 * u], inner[:, : 2 * u], out=zr)
+                _sigmoid(zr)
+                np.copyto(IH[t], inner[:, 2 * u :])
+                np.multiply(zr[:, u:], IH[t], out=HH[t])
+            else:
+                np.matmul(hp, U_zr, out=inner)
+                np.add(x[:, : 2 * u], inner, out=zr)
+                _sigmoid(zr)
+                np.multiply(zr[:, u:], hp, out=IH[t])
+                np.matmul(IH[t], U_h, out=HH[t])
+            hh = HH[t]
+            hh += x[:, 2 * u :]
+            np.tanh(hh, out=hh)
+            # h = hh + z * (h_prev - hh)
+            h = H[t + 1]
+            np.subtract(H[t], hh, out=h)
+            h *= zr[:, :u]
+            h += hh
+            if carry is not None:
+                np.copyto(h, H[t], where=carry[t])
+        s = _Saved()
+        s.H, s.HD, s.A, s.TC, s.U, s.extra = H, HD, ZR, HH, U, IH
+        s.keep, s.carry, s.keepf, s.rm = keep, carry, keepf, rm
+        outputs = (H[T],)
+        if spec.return_sequences:
+            outputs = (H[1:],) + outputs
+        return outputs, s
+
+    def backward(self, spec, s, d_seq, d_h, d_c, needs):
+        ZR, HH, IH, H, U = s.A, s.TC, s.extra, s.H, s.U
+        T, B, u2 = ZR.shape
+        u = u2 // 2
+        dt = ZR.dtype
+        z, r = ZR[:, :, :u], ZR[:, :, u:]
+        # for all steps: dz factor (h_prev - hh) z (1 - z), dah factor (1 - z)(1 - hh^2)
+        FZ = np.subtract(H[:-1], HH)
+        FZ *= z
+        FZ *= 1.0 - z
+        FH = np.multiply(HH, HH)
+        np.subtract(1.0, FH, out=FH)
+        FH *= 1.0 - z
+        FR = np.subtract(1.0, r)
+        FR *= r
+        if spec.reset_after:
+            FR *= IH
+        else:
+            FR *= s.HD if s.HD is not None else H[:-1]
+        dX = np.empty((T, B, 3 * u), dt)
+        dinner = np.empty((T, B, 3 * u), dt) if spec.reset_after else None
+        dh = np.array(d_h, dtype=dt, copy=True)
+        keep_h = np.empty((B, u), dt) if s.keep is not None else None
+        tmp = np.empty((B, u), dt)
+        drh = np.empty((B, u), dt)
+        UT, UzrT, UhT = U.T, U[:, : 2 * u].T, U[:, 2 * u :].T
+        for t in range(T - 1, -1, -1):
+            if d_seq is not None:
+                dh += d_seq[t]
+            if keep_h is not None:
+                m = s.keepf[t]
+                np.multiply(dh, 1.0 - m, out=keep_h)
+                dh *= m
+            dx = dX[t]
+            np.multiply(dh, FZ[t], out=dx[:, :u])
+            np.multiply(dh, FH[t], out=dx[:, 2 * u :])
+            if spec.reset_after:
+                np.multiply(dx[:, 2 * u :], FR[t], out=dx[:, u : 2 * u])
+                di = dinner[t]
+                di[:, : 2 * u] = dx[:, : 2 * u]
+                np.multiply(dx[:, 2 * u :], r[t], out=di[:, 2 * u :])
+                dh *= z[t]
+                np.matmul(di, UT, out=tmp)
+            else:
+                np.matmul(dx[:, 2 * u :], UhT, out=drh)
+                np.multiply(drh, FR[t], out=dx[:, u : 2 * u])
+                np.matmul(dx[:, : 2 * u], UzrT, out=tmp)
+                drh *= r[t]
+                tmp += drh
+                dh *= z[t]
+            if s.rm is not None:
+                tmp *= s.rm
+            dh += tmp
+            if keep_h is not None:
+                dh += keep_h
+        dU = drb = None
+        Hp = s.HD if s.HD is not None else H[:-1]
+        Hp2 = Hp.reshape(T * B, u)
+        if needs[1]:
+            if spec.reset_after:
+                dU = Hp2.T @ dinner.reshape(T * B, 3 * u)
+            else:
+                dU = np.empty((u, 3 * u), dt)
+                dX2 = dX.reshape(T * B, 3 * u)
+                np.matmul(Hp2.T, dX2[:, : 2 * u], out=dU[:, : 2 * u])
+                np.matmul(IH.reshape(T * B, u).T, dX2[:, 2 * u :], out=dU[:, 2 * u :])
+        if needs[2] and spec.reset_after:
+            drb = dinner.reshape(T * B, 3 * u).sum(axis=0)
+        return _finish_dx(spec, dX), dU, drb, dh, None
+
+
+class RNNSequence:
+    """SimpleRNN with ``tanh``."""
+
+    def forward(self, spec, xproj, U, rbias, h0, c0):
+        if not _supported(spec, xproj, need_sigmoid=False):
+            return None
+        T, B, u = xproj.shape
+        dt = xproj.dtype
+        XP = _time_major_input(spec, xproj)
+        H = np.empty((T + 1, B, u), dt)
+        H[0] = h0
+        keep, carry, keepf = _step_masks(spec, dt)
+        rm = spec.recurrent_mask
+        HD = np.empty((T, B, u), dt) if rm is not None else None
+        A = np.empty((T, B, u), dt)  # tanh outputs before masking
+        for t in range(T):
+            hp = H[t]
+            if rm is not None:
+                np.multiply(hp, rm, out=HD[t])
+                hp = HD[t]
+            a = A[t]
+            np.matmul(hp, U, out=a)
+            a += XP[t]
+            np.tanh(a, out=a)
+            if carry is None:
+                H[t + 1] = a
+            else:
+                np.copyto(H[t + 1], a)
+                np.copyto(H[t + 1], H[t], where=carry[t])
+        s = _Saved()
+        s.H, s.HD, s.A, s.U = H, HD, A, U
+        s.keep, s.carry, s.keepf, s.rm = keep, carry, keepf, rm
+        outputs = (H[T],)
+        if spec.return_sequences:
+            outputs = (H[1:],) + outputs
+        return outputs, s
+
+    def backward(self, spec, s, d_seq, d_h, d_c, needs):
+        A, U = s.A, s.U
+        T, B, u = A.shape
+        dt = A.dtype
+        F = np.multiply(A, A)
+        np.subtract(1.0, F, out=F)
+        dA = np.empty((T, B, u), dt)
+        dh = np.array(d_h, dtype=dt, copy=True)
+        keep_h = np.empty((B, u), dt) if s.keep is not None else None
+        UT = U.T
+        for t in range(T - 1, -1, -1):
+            if d_seq is not None:
+                dh += d_seq[t]
+            if keep_h is not None:
+                m = s.keepf[t]
+                np.multiply(dh, 1.0 - m, out=keep_h)
+                dh *= m
+            np.multiply(dh, F[t], out=dA[t])
+            np.matmul(dA[t], UT, out=dh)
+            if s.rm is not None:
+                dh *= s.rm
+            if keep_h is not None:
+                dh += keep_h
+        dU = None
+        if needs[1]:
+            Hp = s.HD if s.HD is not None else s.H[:-1]
+            dU = Hp.reshape(T * B, u).T @ dA.reshape(T * B, u)
+        return _finish_dx(spec, dA), dU, None, dh, None
+
+
+def _sigmoid(x):
+    """In place: ``x = (1 + tanh(x/2)) / 2``."""
+    x *= 0.5
+    np.tanh(x, out=x)
+    x *= 0.5
+    x += 0.5
+
+
+RNN_KERNELS = {
+    "lstm_sequence": LSTMSequence(),
+    "gru_sequence": GRUSequence(),
+    "rnn_sequence": RNNSequence(),
+}
