@@ -41,12 +41,14 @@ from . import layers  # noqa: E402
 from . import callbacks, losses, metrics, optimizers  # noqa: E402
 from . import data  # noqa: E402
 from .models import Model, NonFiniteLossError, Sequential  # noqa: E402
+from .models.saving import load_model  # noqa: E402
 from .models.serialization import register_serializable  # noqa: E402
+from .plotting import plot_history  # noqa: E402
 
 __all__ = [
     "Function", "Model", "NonFiniteLossError", "Sequential", "Tensor", "Variable", "asarray",
     "backends", "callbacks", "data", "enable_grad", "epsilon", "floatx", "get_backend",
-    "initializers", "is_grad_enabled", "layers", "list_backends", "losses", "metrics",
-    "no_grad", "ops", "optimizers", "register_serializable", "regularizers", "set_backend",
-    "set_epsilon", "set_floatx", "set_seed", "to_numpy",
+    "initializers", "is_grad_enabled", "layers", "list_backends", "load_model", "losses",
+    "metrics", "no_grad", "ops", "optimizers", "plot_history", "register_serializable",
+    "regularizers", "set_backend", "set_epsilon", "set_floatx", "set_seed", "to_numpy",
 ]
