@@ -70,6 +70,33 @@ class Backend:
     def from_host(self, value):
         return self.xp.asarray(value, device=self.device)
 
+    def from_dlpack(self, value):
+        """An object with ``__dlpack__`` (a PyTorch/JAX/CuPy array...) as an array of this
+        backend, without a copy where the producer's device is this backend's device.
+
+        A torch tensor that requires grad is detached first (dlx cannot send gradients back
+        into another library). Arrays on another device are copied where the producer
+        allows it (``copy=True``), else a clear error names both devices."""
+        if not hasattr(value, "__dlpack__"):
+            raise TypeError(
+                f"from_dlpack: expected an object with __dlpack__ (e.g. a torch tensor), got "
+                f"{type(value).__name__}"
+            )
+        if getattr(value, "requires_grad", False) and hasattr(value, "detach"):
+            value = value.detach()
+        try:
+            return self.xp.from_dlpack(value)
+        except (BufferError, RuntimeError, TypeError, ValueError) as error:
+            try:  # another device: ask the producer for a copy onto ours (DLPack 1.0)
+                return self.xp.from_dlpack(value, device=self.device, copy=True)
+            except Exception:
+                where = getattr(value, "device", None)
+                raise BufferError(
+                    f"from_dlpack: cannot bring a {type(value).__name__} of shape "
+                    f"{tuple(getattr(value, 'shape', ()))} on device {where} to the {self.name!r} "
+                    f"backend (device {self.device}): {error}"
+                ) from error
+
     def to_numpy(self, array):
         raise NotImplementedError
 

@@ -34,6 +34,21 @@ def asarray(x, dtype=None):
     return get_backend().asarray(x, dtype)
 
 
+def from_dlpack(x):
+    """An array of another library (PyTorch, JAX, CuPy... anything with ``__dlpack__``) as an
+    array of the current backend, sharing memory where the devices match (no copy)."""
+    return get_backend().from_dlpack(x)
+
+
+def __getattr__(name):
+    # dlx.onnx loads on first use, so importing dlx never imports onnx/onnxruntime
+    if name == "onnx":
+        import importlib
+
+        return importlib.import_module(".onnx", __name__)
+    raise AttributeError(f"module 'dlx' has no attribute {name!r}")
+
+
 # the levels above autograd, imported in order (each needs only those before it)
 from . import ops  # noqa: E402
 from . import initializers, regularizers  # noqa: E402
@@ -47,6 +62,7 @@ from .plotting import plot_history  # noqa: E402
 
 __all__ = [
     "Function", "Model", "NonFiniteLossError", "Sequential", "Tensor", "Variable", "asarray",
+    "from_dlpack",
     "backends", "callbacks", "data", "enable_grad", "epsilon", "floatx", "get_backend",
     "initializers", "is_grad_enabled", "layers", "list_backends", "load_model", "losses",
     "metrics", "no_grad", "ops", "optimizers", "plot_history", "register_serializable",

@@ -383,6 +383,9 @@ def as_backend_array(value, dtype=None):
     owner = None if isinstance(value, (int, float, bool, list, tuple)) else (
         backends.registry._owner_or_none(value)
     )
+    if owner is None and hasattr(value, "__dlpack__"):  # torch/JAX/...: zero-copy via DLPack
+        value = current.from_dlpack(value)
+        return value if dtype is None else current.asarray(value, dtype)
     if owner is None or (owner is not current and owner.host):
         return current.asarray(value, dtype)
     if dtype is not None:
