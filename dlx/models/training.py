@@ -31,6 +31,7 @@ class Trainer:
     optimizer = None
     compiled = False
     stop_training = False
+    _distributed = None  # the DataParallel hook while fit(distributed=...) runs
 
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, **kwargs):
         """Choose the optimizer, loss(es), loss weights and metrics for training.
@@ -183,6 +184,8 @@ class Trainer:
         for v in variables:
             v.grad = None
         loss.backward()
+        if self._distributed is not None:  # fit(distributed=...): gradients summed over ranks
+            self._distributed.reduce_gradients(variables)
         self.optimizer.apply_gradients([(v.grad, v) for v in variables])
         for v in variables:
             v.grad = None
@@ -233,11 +236,14 @@ class Trainer:
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
             sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_batch_size=None,
-            validation_freq=1):
+            validation_freq=1, distributed=False):
         """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`History`.
 
         A NaN or infinite loss stops training with :class:`NonFiniteLossError`
         (or quietly, when a ``TerminateOnNaN`` callback is given).
+        ``distributed=True`` (or a ``dlx.distributed.DataParallel``) trains
+        data-parallel over the ranks of an MPI job; ``batch_size`` is then the
+        global batch (see ``dlx.distributed``).
         """
         self._check_compiled("fit")
         if class_weight is not None:
@@ -252,6 +258,11 @@ class Trainer:
                 validation_data = validation_data + (None,)
             num_samples(*validation_data)
         batches = ArrayBatches(x, y, sample_weight, batch_size or 32, shuffle=bool(shuffle))
+        self._distributed = _data_parallel(distributed)
+        if self._distributed is not None:  # this rank's share of each batch; only rank 0 prints
+            batches = self._distributed.shard(batches)
+            callbacks = self._distributed.callbacks(callbacks)
+            verbose = verbose if self._distributed.is_main else 0
         steps = len(batches) if steps_per_epoch is None else min(steps_per_epoch, len(batches))
         if verbose == "auto":
             verbose = 1
@@ -267,6 +278,8 @@ class Trainer:
         self.stop_training = False
         self.history = history
         cbs.on_train_begin()
+        if self._distributed is not None:  # rank 0's weights and random state everywhere
+            self._distributed.on_train_begin(self)
         for epoch in range(initial_epoch, epochs):
             self._reset_metrics_if_ready()
             cbs.on_epoch_begin(epoch)
@@ -276,7 +289,10 @@ class Trainer:
                 cbs.on_train_batch_begin(step)
                 loss = self.train_step(bx, by, bw)
                 loss_value = float(loss.item())
-                logs = self._logs()
+                if self._distributed is None:
+                    logs = self._logs()
+                else:  # the global batch loss and running metrics, summed over ranks
+                    loss_value, logs = self._distributed.batch_logs(self, loss_value)
                 cbs.on_train_batch_end(step, logs)
                 if not math.isfinite(loss_value):
                     if self.stop_training:
@@ -288,7 +304,10 @@ class Trainer:
                     )
                 if self.stop_training:
                     break
-            epoch_logs = self._logs()
+            if self._distributed is None:
+                epoch_logs = self._logs()
+            else:  # summed over ranks; non-trainable weights made identical
+                epoch_logs = self._distributed.epoch_logs(self)
             if validation_data is not None and (epoch + 1) % validation_freq == 0:
                 val_logs = self._evaluate_batches(
                     ArrayBatches(*validation_data, batch_size=validation_batch_size or batch_size or 32),
@@ -299,6 +318,7 @@ class Trainer:
             if self.stop_training:
                 break
         cbs.on_train_end()
+        self._distributed = None
         return history
 
     def _evaluate_batches(self, batches, cbs):
@@ -342,6 +362,15 @@ class Trainer:
         if not outputs:
             raise ValueError("predict: x has no samples")
         return _concat_outputs(outputs)
+
+
+def _data_parallel(distributed):
+    """``fit``'s ``distributed=`` as a DataParallel hook, or None (dlx.distributed loads lazily)."""
+    if distributed is None or distributed is False:
+        return None
+    from ..distributed import DataParallel
+
+    return DataParallel.from_argument(distributed)
 
 
 def _values(outputs):
