@@ -72,12 +72,12 @@ def init(engine="auto", abort_on_error=True):
     raises.
     """
     global _COMM
-    if _COMM is not None:
-        return _COMM
     if engine not in ("auto", "mpi", "nccl"):
         raise ValueError(
             f"dlx.distributed.init: engine must be 'auto', 'mpi' or 'nccl', got {engine!r}"
         )
+    if _COMM is not None:
+        return _COMM
     from . import mpi
 
     MPI = mpi.import_mpi()
@@ -197,7 +197,9 @@ def allreduce_arrays(arrays, scale=None, bucket_bytes=DEFAULT_BUCKET_BYTES, comm
     return out
 
 
-def allreduce_gradients(variables, average=True, scale=None, bucket_bytes=DEFAULT_BUCKET_BYTES):
+def allreduce_gradients(
+    variables, average=True, scale=None, bucket_bytes=DEFAULT_BUCKET_BYTES, comm=None
+):
     """Replace ``v.grad`` of every variable by its sum (or mean) over all ranks.
 
     For custom training loops, between ``loss.backward()`` and
@@ -206,9 +208,10 @@ def allreduce_gradients(variables, average=True, scale=None, bucket_bytes=DEFAUL
     batch); ``scale`` overrides that factor (e.g. ``local_batch / global_batch``
     for unequal shares). Variables whose ``grad`` is None are skipped (they must
     be the same on every rank). Gradients travel in contiguous buckets of about
-    ``bucket_bytes``, not one call per tensor.
+    ``bucket_bytes``, not one call per tensor. ``comm``: a communicator other
+    than the job's. Returns the variables whose gradients were reduced.
     """
-    comm = communicator()
+    comm = comm or communicator()
     variables = [v for v in _variables(variables) if v.grad is not None]
     if comm.size == 1 and scale in (None, 1):
         return variables
@@ -295,9 +298,11 @@ def shard(data, index=None, count=None):
     """
     from ..data.batching import num_samples, take_samples
 
-    comm = communicator()
-    r = comm.rank if index is None else index
-    w = comm.size if count is None else count
+    if index is None or count is None:
+        comm = communicator()
+        index = comm.rank if index is None else index
+        count = comm.size if count is None else count
+    r, w = index, count
     n = num_samples(data, names=("data",))
     return take_samples(data, slice(n * r // w, n * (r + 1) // w))
 

@@ -34,7 +34,7 @@ import warnings
 
 from ..backends import permutation
 from ..data.batching import take_samples
-from . import DEFAULT_BUCKET_BYTES, allreduce_arrays, average_variables, broadcast_weights
+from . import DEFAULT_BUCKET_BYTES, allreduce_gradients, average_variables, broadcast_weights
 from . import communicator as get_communicator
 
 # callbacks that write files or print: kept on rank 0 only
@@ -166,12 +166,8 @@ class DataParallel:
     def reduce_gradients(self, variables):
         comm = self._comm()
         scale = self._sharded.scale if self._sharded is not None else 1.0 / comm.size
-        if comm.size == 1:
-            return
-        with_grad = [v for v in variables if v.grad is not None]
-        reduced = allreduce_arrays([v.grad for v in with_grad], scale, self.bucket_bytes, comm)
-        for v, g in zip(with_grad, reduced):
-            v.grad = g
+        if comm.size > 1:
+            allreduce_gradients(variables, scale=scale, bucket_bytes=self.bucket_bytes, comm=comm)
 
     # -- 5. -----------------------------------------------------------------------------
     @staticmethod
