@@ -57,10 +57,14 @@ def _offsets(kernel_size):
 
 
 def _window(offset, strides, dilation, out_size):
-    return (slice(None),) + tuple(
-        slice(o * d, o * d + s * (n - 1) + 1, s)
-        for o, s, d, n in zip(offset, strides, dilation, out_size)
-    ) + (slice(None),)
+    return (
+        (slice(None),)
+        + tuple(
+            slice(o * d, o * d + s * (n - 1) + 1, s)
+            for o, s, d, n in zip(offset, strides, dilation, out_size)
+        )
+        + (slice(None),)
+    )
 
 
 def _reframe(x, pads, fill=0.0):
@@ -68,16 +72,24 @@ def _reframe(x, pads, fill=0.0):
     if all(b == 0 and a == 0 for b, a in pads):
         return x
     if any(b < 0 or a < 0 for b, a in pads):
-        crop = (slice(None),) + tuple(
-            slice(max(-b, 0), n - max(-a, 0)) for n, (b, a) in zip(x.shape[1:-1], pads)
-        ) + (slice(None),)
+        crop = (
+            (slice(None),)
+            + tuple(slice(max(-b, 0), n - max(-a, 0)) for n, (b, a) in zip(x.shape[1:-1], pads))
+            + (slice(None),)
+        )
         x = x[crop]
         pads = tuple((max(b, 0), max(a, 0)) for b, a in pads)
         if all(b == 0 and a == 0 for b, a in pads):
             return x
-    shape = (x.shape[0],) + tuple(n + b + a for n, (b, a) in zip(x.shape[1:-1], pads)) + (x.shape[-1],)
+    shape = (
+        (x.shape[0],) + tuple(n + b + a for n, (b, a) in zip(x.shape[1:-1], pads)) + (x.shape[-1],)
+    )
     out = np.full(shape, fill, x.dtype)
-    inner = (slice(None),) + tuple(slice(b, b + n) for n, (b, _) in zip(x.shape[1:-1], pads)) + (slice(None),)
+    inner = (
+        (slice(None),)
+        + tuple(slice(b, b + n) for n, (b, _) in zip(x.shape[1:-1], pads))
+        + (slice(None),)
+    )
     out[inner] = x
     return out
 
@@ -97,26 +109,41 @@ def _out_size(shape, kernel_size, strides, dilation, pads):
 
 
 def _im2col(x, kernel_size, strides, dilation, pads):
-    """``(M, Kp * C)`` columns (a pooled buffer, or a view of x for 1x1 kernels), out_size, pooled."""
+    """``(M, Kp * C)`` columns, the output size and the pooled buffer behind them (or None).
+
+    1x1 kernels use a view of x; single-channel inputs are gathered one kernel
+    offset at a time into a ``(Kp, M)`` buffer (contiguous rows) and returned
+    transposed; otherwise one copy of the ``(N, *O, *K, C)`` window view.
+    """
     xpad = _reframe(x, pads)
-    out_size = _out_size(xpad.shape[1:-1], kernel_size, strides, dilation, ((0, 0),) * len(kernel_size))
+    rank = len(kernel_size)
+    out_size = _out_size(xpad.shape[1:-1], kernel_size, strides, dilation, ((0, 0),) * rank)
     n, c = x.shape[0], x.shape[-1]
     kp = math.prod(kernel_size)
     m = n * math.prod(out_size)
     if kp == 1 and all(s == 1 for s in strides) and xpad.flags.c_contiguous:
-        return xpad.reshape(m, c), out_size, False
+        return xpad.reshape(m, c), out_size, None
+    if c == 1:
+        buffer = _take((kp, m), x.dtype)
+        for k, offset in enumerate(_offsets(kernel_size)):
+            np.copyto(
+                buffer[k].reshape((n,) + out_size + (1,)),
+                xpad[_window(offset, strides, dilation, out_size)],
+            )
+        return buffer.T, out_size, buffer
     st = xpad.strides
-    rank = len(kernel_size)
     view = as_strided(
         xpad,
         (n,) + out_size + tuple(kernel_size) + (c,),
-        (st[0],) + tuple(st[1 + i] * strides[i] for i in range(rank))
-        + tuple(st[1 + i] * dilation[i] for i in range(rank)) + (st[-1],),
+        (st[0],)
+        + tuple(st[1 + i] * strides[i] for i in range(rank))
+        + tuple(st[1 + i] * dilation[i] for i in range(rank))
+        + (st[-1],),
         writeable=False,
     )
-    cols = _take((m, kp * c), x.dtype)
-    np.copyto(cols.reshape(view.shape), view)
-    return cols, out_size, True
+    buffer = _take((m, kp * c), x.dtype)
+    np.copyto(buffer.reshape(view.shape), view)
+    return buffer, out_size, buffer
 
 
 # ---------------------------------------------------------------------------
@@ -133,7 +160,7 @@ class NumpyConv:
         kernel_size = w.shape[:-2]
         n, c, f = x.shape[0], x.shape[-1], w.shape[-1]
         kp = math.prod(kernel_size)
-        cols, out_size, pooled = _im2col(x, kernel_size, strides, dilation, pads)
+        cols, out_size, buffer = _im2col(x, kernel_size, strides, dilation, pads)
         m = cols.shape[0]
         if groups == 1:
             y = cols @ w.reshape(kp * c, f)
@@ -148,15 +175,18 @@ class NumpyConv:
             np.maximum(y, 0, out=y)
         saved = None
         if keep:
-            saved = (cols, pooled)
-        elif pooled:
-            _give(cols)
+            saved = (cols, buffer)
+        elif buffer is not None:
+            _give(buffer)
         return y.reshape((n,) + out_size + (f,)), saved
 
     def release(self, saved):
-        cols, pooled = saved
-        if pooled:
-            _give(cols)
+        if saved[1] is not None:
+            _give(saved[1])
+
+    def relu_grad(self, g, y):
+        """``g`` where ``y > 0``, else 0 (as the generic ``where``)."""
+        return np.multiply(g, np.greater(y, 0))
 
     def input_grad(self, g, w, geometry, x_shape):
         if not _float(g, w):
@@ -168,18 +198,26 @@ class NumpyConv:
         kp = math.prod(kernel_size)
         m = n * math.prod(out_size)
         g2 = g.reshape(m, f)
+        framed = (n,) + tuple(s + b + a for s, (b, a) in zip(x_shape[1:-1], pads)) + (c,)
+        block = (n,) + out_size + (c,)
         if groups == 1:
-            dcols = g2 @ w.reshape(kp * c, f).T
+            # one (M, F) x (F, C) product per kernel offset, added into its window:
+            # contiguous blocks add twice as fast as strided slices of one big product
+            wk = w.reshape(kp, c, f)
+            if kp == 1 and all(s == 1 for s in strides) and framed[1:-1] == out_size:
+                gx = (g2 @ wk[0].T).reshape(framed)
+            else:
+                gx = np.zeros(framed, g.dtype)
+                for k, offset in enumerate(_offsets(kernel_size)):
+                    gx[_window(offset, strides, dilation, out_size)] += (g2 @ wk[k].T).reshape(
+                        block
+                    )
         else:
             cg, fg = c // groups, f // groups
             a = g2.reshape(m, groups, fg).transpose(1, 0, 2)
             wg = w.reshape(kp, cg, groups, fg).transpose(2, 3, 0, 1).reshape(groups, fg, kp * cg)
             dcols = (a @ wg).reshape(groups, m, kp, cg).transpose(1, 2, 0, 3)
-        dcols = dcols.reshape((n,) + out_size + (kp, c))
-        framed = (n,) + tuple(s + b + a for s, (b, a) in zip(x_shape[1:-1], pads)) + (c,)
-        if kp == 1 and all(s == 1 for s in strides) and framed[1:-1] == out_size:
-            gx = dcols.reshape(framed)
-        else:
+            dcols = dcols.reshape((n,) + out_size + (kp, c))
             gx = np.zeros(framed, g.dtype)
             for k, offset in enumerate(_offsets(kernel_size)):
                 gx[_window(offset, strides, dilation, out_size)] += dcols[..., k, :]
@@ -191,9 +229,9 @@ class NumpyConv:
         strides, dilation, pads, groups = geometry
         kernel_size = w_shape[:-2]
         if saved is not None:
-            cols, pooled = saved
+            cols, buffer = saved
         else:
-            cols, _, pooled = _im2col(x, kernel_size, strides, dilation, pads)
+            cols, _, buffer = _im2col(x, kernel_size, strides, dilation, pads)
         f = g.shape[-1]
         m = cols.shape[0]
         g2 = g.reshape(m, f)
@@ -206,8 +244,8 @@ class NumpyConv:
             a = cols.reshape(m, kp, groups, cg).transpose(2, 1, 3, 0).reshape(groups, kp * cg, m)
             b = g2.reshape(m, groups, fg).transpose(1, 0, 2)
             gw = (a @ b).reshape(groups, kp, cg, fg).transpose(1, 2, 0, 3).reshape(w_shape)
-        if saved is None and pooled:
-            _give(cols)
+        if saved is None and buffer is not None:
+            _give(buffer)
         return gw
 
 
@@ -247,15 +285,9 @@ class NumpyPool:
         y = np.empty(shape, x.dtype)
         np.copyto(y, parts[0])
         if kind == "max":
-            kp = len(parts)
-            idx = np.zeros(shape, np.uint8 if kp < 256 else np.int32) if keep else None
-            better = np.empty(shape, bool)
-            for k in range(1, kp):
-                np.greater(parts[k], y, out=better)
-                np.copyto(y, parts[k], where=better)
-                if keep:
-                    np.copyto(idx, k, where=better)
-            return y, idx
+            for part in parts[1:]:
+                np.maximum(y, part, out=y)
+            return y, ((x, y) if keep else None)
         for part in parts[1:]:
             y += part
         if any(b or a for b, a in pads):
@@ -271,7 +303,11 @@ class NumpyPool:
         rank = len(pool_size)
         ones = (1,) * rank
         out_size = g.shape[1:-1]
-        framed = (x_shape[0],) + tuple(n + b + a for n, (b, a) in zip(x_shape[1:-1], pads)) + (x_shape[-1],)
+        framed = (
+            (x_shape[0],)
+            + tuple(n + b + a for n, (b, a) in zip(x_shape[1:-1], pads))
+            + (x_shape[-1],)
+        )
         disjoint = all(s >= k for s, k in zip(strides, pool_size))
         exact = disjoint and all(
             s == k and o * s == n for s, k, o, n in zip(strides, pool_size, out_size, framed[1:-1])
@@ -287,10 +323,20 @@ class NumpyPool:
                 else:
                     view += g
         else:
-            hit = np.empty(g.shape, bool)
+            x, y = saved
+            xpad = _reframe(x, pads, -np.inf)
+            hit, free = np.empty(g.shape, bool), np.empty(g.shape, bool)
             for k, offset in enumerate(offsets):
-                view = gx[_window(offset, strides, ones, out_size)]
-                np.equal(saved, k, out=hit)
+                window = _window(offset, strides, ones, out_size)
+                np.equal(xpad[window], y, out=hit)
+                if k:
+                    np.logical_and(hit, free, out=hit)
+                if k + 1 < len(offsets):
+                    if k:
+                        np.greater(free, hit, out=free)  # free & ~hit
+                    else:
+                        np.logical_not(hit, out=free)
+                view = gx[window]
                 if exact:
                     np.multiply(g, hit, out=view)
                 elif disjoint:

@@ -22,7 +22,8 @@ table entries ``"conv"`` and ``"conv_transpose"``: objects with methods
 
 ``forward(x, w, b, geometry, relu, keep) -> (y, saved)``,
 ``input_grad(g, w, geometry, x_shape) -> gx`` and
-``weight_grad(x, g, geometry, w_shape, saved) -> gw``
+``weight_grad(x, g, geometry, w_shape, saved) -> gw`` (and optionally
+``release(saved)`` and ``relu_grad(g, y)``, the gradient through the fused ReLU)
 
 (for ``conv_transpose``: ``forward(x, w, geometry, out_shape)``,
 ``input_grad(g, w, geometry)``, ``weight_grad(x, g, geometry, w_shape)``), on
@@ -46,7 +47,9 @@ def normalize_tuple(value, rank, name, allow_zero=False, layer=None):
     try:
         value = tuple(int(v) for v in value)
     except TypeError:
-        raise ValueError(f"{where}`{name}` must be an int or a tuple of {rank} ints, got {value!r}") from None
+        raise ValueError(
+            f"{where}`{name}` must be an int or a tuple of {rank} ints, got {value!r}"
+        ) from None
     if len(value) != rank:
         raise ValueError(f"{where}`{name}` must be an int or a tuple of {rank} ints, got {value!r}")
     low = 0 if allow_zero else 1
@@ -121,20 +124,26 @@ def reframe(xp, x, pads):
     """
     if all(b == 0 and a == 0 for b, a in pads):
         return x
-    crop = (slice(None),) + tuple(
-        slice(max(-b, 0), size - max(-a, 0)) for size, (b, a) in zip(x.shape[1:-1], pads)
-    ) + (slice(None),)
+    crop = (
+        (slice(None),)
+        + tuple(slice(max(-b, 0), size - max(-a, 0)) for size, (b, a) in zip(x.shape[1:-1], pads))
+        + (slice(None),)
+    )
     if any(b < 0 or a < 0 for b, a in pads):
         x = x[crop]
     if all(b <= 0 and a <= 0 for b, a in pads):
         return x
-    shape = (x.shape[0],) + tuple(
-        size + max(b, 0) + max(a, 0) for size, (b, a) in zip(x.shape[1:-1], pads)
-    ) + (x.shape[-1],)
+    shape = (
+        (x.shape[0],)
+        + tuple(size + max(b, 0) + max(a, 0) for size, (b, a) in zip(x.shape[1:-1], pads))
+        + (x.shape[-1],)
+    )
     out = xp.zeros(shape, dtype=x.dtype, device=x.device)
-    inner = (slice(None),) + tuple(
-        slice(max(b, 0), max(b, 0) + size) for size, (b, _) in zip(x.shape[1:-1], pads)
-    ) + (slice(None),)
+    inner = (
+        (slice(None),)
+        + tuple(slice(max(b, 0), max(b, 0) + size) for size, (b, _) in zip(x.shape[1:-1], pads))
+        + (slice(None),)
+    )
     out[inner] = x
     return out
 
@@ -149,10 +158,14 @@ def kernel_offsets(kernel_size):
 
 def window_slice(offset, strides, dilation, out_size):
     """Index of the input cells that kernel ``offset`` meets, for every output cell."""
-    return (slice(None),) + tuple(
-        slice(o * d, o * d + s * (n - 1) + 1, s)
-        for o, s, d, n in zip(offset, strides, dilation, out_size)
-    ) + (slice(None),)
+    return (
+        (slice(None),)
+        + tuple(
+            slice(o * d, o * d + s * (n - 1) + 1, s)
+            for o, s, d, n in zip(offset, strides, dilation, out_size)
+        )
+        + (slice(None),)
+    )
 
 
 def _out_size(x_shape, kernel_size, strides, dilation, pads):
@@ -166,7 +179,9 @@ def im2col(xp, x, kernel_size, strides, dilation, pads):
     """``(N, *O, prod(kernel_size), C)`` windows of the (re-framed) input."""
     xpad = reframe(xp, x, pads)
     out_size = _out_size(x.shape, kernel_size, strides, dilation, pads)
-    parts = [xpad[window_slice(o, strides, dilation, out_size)] for o in kernel_offsets(kernel_size)]
+    parts = [
+        xpad[window_slice(o, strides, dilation, out_size)] for o in kernel_offsets(kernel_size)
+    ]
     return xp.stack(parts, axis=-2), out_size
 
 
@@ -292,7 +307,9 @@ class Conv(Function):
         x = _to_last(xp, x, cf)
         keep = len(self.needs_input_grad) > 1 and self.needs_input_grad[1]
         kernel = self.backend.kernel("conv")
-        result = kernel.forward(x, w, b, self.geometry, self.relu, keep) if kernel is not None else None
+        result = (
+            kernel.forward(x, w, b, self.geometry, self.relu, keep) if kernel is not None else None
+        )
         self.kernel = kernel if result is not None else None
         if result is None:
             result = conv_forward(xp, x, w, b, self.geometry, self.relu)
@@ -306,13 +323,21 @@ class Conv(Function):
     def backward(self, g):
         xp, cf = self.xp, self.channels_first
         g = _to_last(xp, g, cf)
-        if self.relu:
-            g = xp.where(self.y > 0, g, xp.zeros((), dtype=g.dtype, device=g.device))
         need = self.needs_input_grad
         kernel = self.backend.kernel("conv")
+        if self.relu:
+            relu_grad = getattr(kernel, "relu_grad", None)
+            masked = relu_grad(g, self.y) if relu_grad is not None else None
+            if masked is None:
+                masked = xp.where(self.y > 0, g, xp.zeros((), dtype=g.dtype, device=g.device))
+            g = masked
         gx = gw = gb = None
         if need[0]:
-            gx = kernel.input_grad(g, self.w, self.geometry, self.x_shape) if kernel is not None else None
+            gx = (
+                kernel.input_grad(g, self.w, self.geometry, self.x_shape)
+                if kernel is not None
+                else None
+            )
             if gx is None:
                 gx = conv_input_grad(xp, g, self.w, self.geometry, self.x_shape)
             gx = _to_first(xp, gx, cf)
@@ -375,7 +400,11 @@ class ConvTranspose(Function):
             gx = _to_first(xp, gx, cf)
         if need[1]:
             w_shape = tuple(self.w.shape)
-            gw = kernel.weight_grad(self.x, g, self.geometry, w_shape) if kernel is not None else None
+            gw = (
+                kernel.weight_grad(self.x, g, self.geometry, w_shape)
+                if kernel is not None
+                else None
+            )
             if gw is None:
                 gw = conv_weight_grad(xp, g, self.x, self.geometry, w_shape)
         if len(need) > 2 and need[2]:
@@ -405,8 +434,17 @@ def _geometry_args(x_shape, kernel_size, strides, dilation_rate, padding, data_f
     return channels_first, spatial, strides, dilation
 
 
-def conv(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, groups=1,
-         data_format="channels_last", relu=False):
+def conv(
+    x,
+    kernel,
+    bias=None,
+    strides=1,
+    padding="valid",
+    dilation_rate=1,
+    groups=1,
+    data_format="channels_last",
+    relu=False,
+):
     """N-D convolution (``rank = kernel.ndim - 2`` spatial axes), Keras semantics.
 
     x ``(N, *S, C)`` (or ``(N, C, *S)`` for ``channels_first``), kernel
@@ -416,7 +454,8 @@ def conv(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, grou
     """
     kernel_size = tuple(kernel.shape[:-2])
     channels_first, spatial, strides, dilation = _geometry_args(
-        x.shape, kernel_size, strides, dilation_rate, padding, data_format, "conv")
+        x.shape, kernel_size, strides, dilation_rate, padding, data_format, "conv"
+    )
     channels = x.shape[1] if channels_first else x.shape[-1]
     if channels != kernel.shape[-2] * groups or kernel.shape[-1] % groups:
         raise ValueError(
@@ -424,8 +463,10 @@ def conv(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, grou
             f"kernel of shape {tuple(kernel.shape)} with groups={groups}"
         )
     if isinstance(padding, str):
-        pads = tuple(conv_padding(n, k, s, d, padding)
-                     for n, k, s, d in zip(spatial, kernel_size, strides, dilation))
+        pads = tuple(
+            conv_padding(n, k, s, d, padding)
+            for n, k, s, d in zip(spatial, kernel_size, strides, dilation)
+        )
     else:
         pads = tuple(tuple(p) for p in padding)
     for n, k, s, d, p in zip(spatial, kernel_size, strides, dilation, pads):
@@ -438,8 +479,16 @@ def conv(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, grou
     return Conv(strides, dilation, pads, groups, channels_first, relu)(*args)
 
 
-def conv_transpose(x, kernel, bias=None, strides=1, padding="valid", output_padding=None,
-                   dilation_rate=1, data_format="channels_last"):
+def conv_transpose(
+    x,
+    kernel,
+    bias=None,
+    strides=1,
+    padding="valid",
+    output_padding=None,
+    dilation_rate=1,
+    data_format="channels_last",
+):
     """N-D transposed convolution, Keras semantics.
 
     x ``(N, *S, C)`` (or channels_first), kernel ``(*K, F, C)``, bias ``(F,)``;
@@ -447,7 +496,8 @@ def conv_transpose(x, kernel, bias=None, strides=1, padding="valid", output_padd
     """
     kernel_size = tuple(kernel.shape[:-2])
     channels_first, spatial, strides, dilation = _geometry_args(
-        x.shape, kernel_size, strides, dilation_rate, padding, data_format, "conv_transpose")
+        x.shape, kernel_size, strides, dilation_rate, padding, data_format, "conv_transpose"
+    )
     rank = len(kernel_size)
     channels = x.shape[1] if channels_first else x.shape[-1]
     if channels != kernel.shape[-1]:
@@ -457,11 +507,17 @@ def conv_transpose(x, kernel, bias=None, strides=1, padding="valid", output_padd
         )
     if output_padding is None or isinstance(output_padding, int):
         output_padding = (output_padding,) * rank
-    pads = tuple(transpose_padding(k, s, d, padding, op)
-                 for k, s, d, op in zip(kernel_size, strides, dilation, output_padding))
-    out_size = tuple(transpose_output_size(n, k, s, d, p)
-                     for n, k, s, d, p in zip(spatial, kernel_size, strides, dilation, pads))
+    pads = tuple(
+        transpose_padding(k, s, d, padding, op)
+        for k, s, d, op in zip(kernel_size, strides, dilation, output_padding)
+    )
+    out_size = tuple(
+        transpose_output_size(n, k, s, d, p)
+        for n, k, s, d, p in zip(spatial, kernel_size, strides, dilation, pads)
+    )
     if any(o <= 0 for o in out_size):
-        raise ValueError(f"conv_transpose: output spatial shape {out_size} is empty for input {tuple(x.shape)}")
+        raise ValueError(
+            f"conv_transpose: output spatial shape {out_size} is empty for input {tuple(x.shape)}"
+        )
     args = (x, kernel) if bias is None else (x, kernel, bias)
     return ConvTranspose(strides, dilation, pads, out_size, channels_first)(*args)

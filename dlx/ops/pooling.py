@@ -14,9 +14,9 @@ The backend kernel ``"pool"`` may replace the generic code: an object with
 ``forward(x, kind, pool_size, strides, pads, keep) -> (y, saved)`` and
 ``backward(g, saved, x_shape, kind, pool_size, strides, pads) -> gx`` on
 channels_last arrays (``kind`` is ``"max"`` or ``"avg"``); either may return None.
-``saved`` has the generic form: the offset of each window's first maximum
-(``uint8`` or ``int32``, shape of y) for max, the valid-cell count (a float or
-a ``(1, *out, 1)`` array) for avg.
+``saved`` has the generic form: ``(x, y)`` for max (backward finds each
+window's first maximum again), the valid-cell count (a float or a
+``(1, *out, 1)`` array) for avg.
 """
 
 import math
@@ -37,9 +37,15 @@ from .convolution import (
 def _pad_with(xp, x, pads, value):
     if all(b == 0 and a == 0 for b, a in pads):
         return x
-    shape = (x.shape[0],) + tuple(n + b + a for n, (b, a) in zip(x.shape[1:-1], pads)) + (x.shape[-1],)
+    shape = (
+        (x.shape[0],) + tuple(n + b + a for n, (b, a) in zip(x.shape[1:-1], pads)) + (x.shape[-1],)
+    )
     out = xp.full(shape, value, dtype=x.dtype, device=x.device)
-    inner = (slice(None),) + tuple(slice(b, b + n) for n, (b, _) in zip(x.shape[1:-1], pads)) + (slice(None),)
+    inner = (
+        (slice(None),)
+        + tuple(slice(b, b + n) for n, (b, _) in zip(x.shape[1:-1], pads))
+        + (slice(None),)
+    )
     out[inner] = x
     return out
 
@@ -65,37 +71,32 @@ def count_array(xp, x_shape, pool_size, strides, pads, dtype, device):
     return total
 
 
-def index_dtype(xp, pool_size):
-    return xp.uint8 if math.prod(pool_size) < 256 else xp.int32
-
-
 def pool_forward(xp, x, kind, pool_size, strides, pads):
     """Generic forward: ``(y, saved)``; ``saved`` is the argmax offset (max) or the counts (avg)."""
     rank = len(pool_size)
     ones = (1,) * rank
-    out_size = tuple(conv_output_size(n, k, s, 1, p)
-                     for n, k, s, p in zip(x.shape[1:-1], pool_size, strides, pads))
+    out_size = tuple(
+        conv_output_size(n, k, s, 1, p)
+        for n, k, s, p in zip(x.shape[1:-1], pool_size, strides, pads)
+    )
     padded = any(b or a for b, a in pads)
     if kind == "max":
         xpad = _pad_with(xp, x, pads, -math.inf)
-        y = idx = None
-        for k, offset in enumerate(kernel_offsets(pool_size)):
+        y = None
+        for offset in kernel_offsets(pool_size):
             part = xpad[window_slice(offset, strides, ones, out_size)]
-            if y is None:
-                y = part
-                idx = xp.zeros(part.shape, dtype=index_dtype(xp, pool_size), device=x.device)
-                continue
-            better = part > y
-            y = xp.where(better, part, y)
-            idx = xp.where(better, xp.asarray(k, dtype=idx.dtype, device=x.device), idx)
-        return y, idx
+            y = part if y is None else xp.maximum(y, part)
+        return y, (x, y)
     xpad = reframe(xp, x, pads)
     total = None
     for offset in kernel_offsets(pool_size):
         part = xpad[window_slice(offset, strides, ones, out_size)]
         total = part if total is None else total + part
-    count = (count_array(xp, x.shape, pool_size, strides, pads, x.dtype, x.device)
-             if padded else float(math.prod(pool_size)))
+    count = (
+        count_array(xp, x.shape, pool_size, strides, pads, x.dtype, x.device)
+        if padded
+        else float(math.prod(pool_size))
+    )
     return total / count, count
 
 
@@ -103,15 +104,29 @@ def pool_backward(xp, g, saved, x_shape, kind, pool_size, strides, pads):
     rank = len(pool_size)
     ones = (1,) * rank
     out_size = tuple(g.shape[1:-1])
-    framed = (x_shape[0],) + tuple(n + b + a for n, (b, a) in zip(x_shape[1:-1], pads)) + (x_shape[-1],)
+    framed = (
+        (x_shape[0],) + tuple(n + b + a for n, (b, a) in zip(x_shape[1:-1], pads)) + (x_shape[-1],)
+    )
     gx = xp.zeros(framed, dtype=g.dtype, device=g.device)
     zero = xp.zeros((), dtype=g.dtype, device=g.device)
     if kind == "avg":
         g = g / saved
-    for k, offset in enumerate(kernel_offsets(pool_size)):
-        index = window_slice(offset, strides, ones, out_size)
-        part = xp.where(saved == k, g, zero) if kind == "max" else g
-        gx[index] = gx[index] + part
+        for offset in kernel_offsets(pool_size):
+            index = window_slice(offset, strides, ones, out_size)
+            gx[index] = gx[index] + g
+    else:
+        x, y = saved
+        xpad = _pad_with(xp, x, pads, -math.inf)
+        free = None  # windows whose first maximum is still to be found
+        for offset in kernel_offsets(pool_size):
+            index = window_slice(offset, strides, ones, out_size)
+            hit = xpad[index] == y
+            if free is None:
+                free = xp.logical_not(hit)
+            else:
+                hit = xp.logical_and(hit, free)
+                free = xp.logical_and(free, xp.logical_not(hit))
+            gx[index] = gx[index] + xp.where(hit, g, zero)
     return reframe(xp, gx, tuple((-b, -a) for b, a in pads))
 
 
