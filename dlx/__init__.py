@@ -60,6 +60,16 @@ from .models.saving import load_model  # noqa: E402
 from .models.serialization import register_serializable  # noqa: E402
 from .plotting import plot_history  # noqa: E402
 
+
+def __getattr__(name):
+    """``dlx.distributed`` loads on first use (it never imports mpi4py before ``init()``)."""
+    if name == "distributed":
+        import importlib
+
+        return importlib.import_module(f"{__name__}.distributed")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "Function", "Model", "NonFiniteLossError", "Sequential", "Tensor", "Variable", "asarray",
     "from_dlpack",
