@@ -40,15 +40,6 @@ def from_dlpack(x):
     return get_backend().from_dlpack(x)
 
 
-def __getattr__(name):
-    # dlx.onnx loads on first use, so importing dlx never imports onnx/onnxruntime
-    if name == "onnx":
-        import importlib
-
-        return importlib.import_module(".onnx", __name__)
-    raise AttributeError(f"module 'dlx' has no attribute {name!r}")
-
-
 # the levels above autograd, imported in order (each needs only those before it)
 from . import ops  # noqa: E402
 from . import initializers, regularizers  # noqa: E402
@@ -62,11 +53,12 @@ from .plotting import plot_history  # noqa: E402
 
 
 def __getattr__(name):
-    """``dlx.distributed`` loads on first use (it never imports mpi4py before ``init()``)."""
-    if name == "distributed":
+    """``dlx.distributed`` loads on first use (it never imports mpi4py before ``init()``);
+    so does ``dlx.onnx`` (importing dlx never imports onnx/onnxruntime)."""
+    if name in ("distributed", "onnx"):
         import importlib
 
-        return importlib.import_module(f"{__name__}.distributed")
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
