@@ -339,3 +339,20 @@ def test_normalization_bad_shapes_name_layer_and_shapes(backend):
         ln(np.zeros((2, 5), np.float32))
     with pytest.raises(ValueError, match=r"gamma has shape \(3,\).*\(2, 4\)"):
         ops.layer_normalization(dlx.Tensor(np.zeros((2, 4))), dlx.asarray(np.ones(3)))
+
+
+def test_symbolic_call_with_training_true_leaves_moving_statistics(backend):
+    # output shapes of symbolic calls are found by running the layer on zeros: that run
+    # must not count as a batch, even when the graph asks for training=True
+    x = layers.Input((3,))
+    bn = layers.BatchNormalization()
+    y = bn(x, training=True)
+    inner_in = layers.Input((3,))
+    inner = dlx.Model(inner_in, layers.BatchNormalization(name="inner_bn")(inner_in))
+    model = dlx.Model(x, inner(y, training=True))
+    for layer in (bn, inner.get_layer("inner_bn")):
+        np.testing.assert_array_equal(dlx.to_numpy(layer.moving_mean.value), 0)
+        np.testing.assert_array_equal(dlx.to_numpy(layer.moving_variance.value), 1)
+    data = rng.normal(size=(8, 3)).astype(np.float32) + 3
+    model(data)  # the recorded training=True is replayed on real data
+    assert not np.allclose(dlx.to_numpy(bn.moving_mean.value), 0)
