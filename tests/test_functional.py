@@ -64,6 +64,8 @@ def test_dict_losses_inputs_and_outputs(backend):
     total, reg_loss, _ = model.evaluate(xd, yd, verbose=0)
     assert np.isclose(total, reg_loss, rtol=1e-5)  # cls weighted by zero
     model.fit(xd, yd, epochs=1, batch_size=12, verbose=0)
+    with pytest.raises(ValueError, match=r"outputs are \['reg', 'cls'\]: missing \['cls'\]"):
+        model.evaluate(xd, {"reg": y[0]}, verbose=0)
 
     inp = layers.Input((4,), name="features")
     out = {"mean": layers.Dense(2, name="m")(inp), "scale": layers.Dense(1, name="s")(inp)}

@@ -139,6 +139,12 @@ class Trainer:
         self._prepare_compiled(len(outputs))
         if len(outputs) > 1:
             if isinstance(y, dict):
+                missing = [n for n in self._names if n not in y]
+                if missing:
+                    raise ValueError(
+                        f"y is a dict with keys {sorted(y)} but the model's outputs are "
+                        f"{self._names}: missing {missing}"
+                    )
                 y = [y[n] for n in self._names]
             if not isinstance(y, (list, tuple)) or len(y) != len(outputs):
                 raise ValueError(
