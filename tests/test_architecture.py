@@ -17,6 +17,13 @@ HOST_BOUNDARY = {
     "dlx/models/saving.py",
     "dlx/io.py",
     "dlx/plotting.py",
+    # ONNX export and Keras weight files: built from / read into host NumPy by design
+    "dlx/onnx/export.py",
+    "dlx/onnx/converters_core.py",
+    "dlx/onnx/converters_conv.py",
+    "dlx/onnx/converters_recurrent.py",
+    "dlx/onnx/converters_attention.py",
+    "dlx/interop/keras_h5.py",
 }
 ARRAY_MODULES = {"numpy", "cupy", "cupyx"}
 

@@ -509,8 +509,14 @@ def _assign_weights(model, path, manifest, values):
 
 
 def load_weights(model, filepath, max_bytes=DEFAULT_MAX_BYTES):
-    """Set ``model``'s weights from a file of ``save_weights`` or ``save`` (all or nothing)."""
+    """Set ``model``'s weights from a file of ``save_weights`` or ``save`` (all or nothing).
+    A ``.weights.h5`` file is read as Keras 3 ``save_weights`` output (dlx.interop.keras_h5)."""
     path = os.fspath(filepath)
+    if str(path).endswith(".weights.h5"):
+        from ..interop.keras_h5 import load_keras_weights
+
+        load_keras_weights(model, path)
+        return
     entries = _read_entries(path, max_bytes)
     _check_format(path, _parse_json(path, entries, FORMAT_ENTRY))
     manifest, values = _read_weights(path, entries, max_bytes)

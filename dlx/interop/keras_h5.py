@@ -1,0 +1,200 @@
+"""Read weights saved by Keras 3 (``keras_model.save_weights("x.weights.h5")``) into a
+dlx model of the same architecture (``pip install "dlx[keras_weights]"`` for h5py).
+
+Keras 3 layout (``keras.src.saving.saving_lib.H5IOStore``): one HDF5 group per layer
+under ``layers/``, named not by the layer's name but by its class name in snake case,
+numbered per class in the order of ``model.layers`` (``dense``, ``dense_1``, ...). A
+layer's own variables are the datasets ``vars/0``, ``vars/1``, ... in the order of
+``layer.weights``; sublayers are groups below it: a recurrent layer's weights are in
+``cell/vars``, MultiHeadAttention's in ``query_dense``/``key_dense``/``value_dense``/
+``output_dense``, Bidirectional's in ``forward_layer``/``backward_layer``,
+TimeDistributed's in ``layer``, a nested model's in ``layers/...``.
+
+dlx layers use Keras's class names, weight order and shapes, so the mapping goes by
+layer order: the dlx model's layers are walked in order and named the way Keras
+names them, and each layer's arrays are checked against its weights' shapes. Every
+array is checked before any is assigned: a mismatch is an error naming the layer and
+both shapes, and nothing is loaded.
+
+Host boundary: arrays are read as host NumPy and handed to ``set_weights``.
+"""
+
+import os
+import re
+
+import numpy as np
+
+
+class KerasWeightsError(ValueError):
+    """A Keras weights file that does not fit the model (or is not a Keras 3 file)."""
+
+
+def _import_h5py():
+    try:
+        import h5py
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "Reading Keras .weights.h5 files needs h5py: pip install 'dlx[keras_weights]'"
+        ) from error
+    return h5py
+
+
+def keras_snake_case(name):
+    """Keras's ``naming.to_snake_case`` (``Conv2D`` -> ``conv2d``, ``LSTM`` -> ``lstm``)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _unique(name, used):
+    if name in used:
+        used[name] += 1
+        return f"{name}_{used[name]}"
+    used[name] = 0
+    return name
+
+
+def _child(group, key, path, layer, what):
+    if key not in group:
+        have = sorted(group.keys()) if hasattr(group, "keys") else []
+        raise KerasWeightsError(
+            f"{path!r}: no weights for layer '{layer.name}' ({type(layer).__name__}): expected "
+            f"the group '{group.name.rstrip('/')}/{key}' ({what}); the file has {have}. Is it a "
+            f"Keras 3 .weights.h5 file of the same architecture?"
+        )
+    return group[key]
+
+
+def _vars(group):
+    """The datasets ``vars/0, vars/1, ...`` of a group, in numeric order."""
+    if "vars" not in group:
+        return []
+    vars_group = group["vars"]
+    keys = sorted(vars_group.keys(), key=lambda k: int(k) if k.isdigit() else 1 << 30)
+    return [vars_group[k] for k in keys]
+
+
+def _all_arrays(group):
+    """Own vars, then every subgroup (sorted, as Keras walks them), recursively."""
+    out = _vars(group)
+    for key in sorted(group.keys()):
+        if key != "vars" and hasattr(group[key], "keys"):
+            out.extend(_all_arrays(group[key]))
+    return out
+
+
+_SUBGROUPS = {
+    "SimpleRNN": ["cell"],
+    "LSTM": ["cell"],
+    "GRU": ["cell"],
+    "MultiHeadAttention": ["query_dense", "key_dense", "value_dense", "output_dense"],
+}
+
+
+def _layer_arrays(layer, group, path):
+    """The arrays of ``layer`` (in ``layer.weights`` order) from its Keras group."""
+    kind = type(layer).__name__
+    if kind == "Bidirectional":
+        return _layer_arrays(
+            layer.forward_layer, _child(group, "forward_layer", path, layer, "forward"), path
+        ) + _layer_arrays(
+            layer.backward_layer, _child(group, "backward_layer", path, layer, "backward"), path
+        )
+    if kind == "TimeDistributed":
+        return _layer_arrays(layer.layer, _child(group, "layer", path, layer, "wrapped"), path)
+    if kind in _SUBGROUPS:
+        arrays = _vars(group)
+        for key in _SUBGROUPS[kind]:
+            arrays.extend(_vars(_child(group, key, path, layer, "a sublayer's weights")))
+        return arrays
+    return _all_arrays(group)
+
+
+def _collect(model, group, path, out):
+    """Append ``(layer, arrays)`` for every layer with weights of ``model`` (in order)."""
+    from ..models.model import Model
+
+    layers_group = _child(group, "layers", path, model, "the model's layers")
+    used = {}
+    # like Keras's model.layers: a Sequential's leaves out its InputLayer, a functional's not
+    for layer in model.layers:
+        key = _unique(keras_snake_case(type(layer).__name__), used)
+        if not layer.weights:
+            continue
+        sub = _child(layers_group, key, path, layer, "its place in the model's layer order")
+        if isinstance(layer, Model):
+            _collect(layer, sub, path, out)
+        else:
+            out.append((layer, _layer_arrays(layer, sub, path)))
+
+
+def _check(layer, arrays, path):
+    weights = layer.weights
+    current = layer.get_weights()
+    if len(arrays) != len(weights):
+        raise KerasWeightsError(
+            f"{path!r}: layer '{layer.name}' ({type(layer).__name__}) has {len(weights)} weights "
+            f"{[tuple(w.shape) for w in weights]} but the file holds {len(arrays)} arrays "
+            f"{[tuple(a.shape) for a in arrays]} for it: the architectures differ; nothing "
+            f"was loaded"
+        )
+    for w, a in zip(weights, arrays):
+        if tuple(a.shape) != tuple(w.shape):
+            raise KerasWeightsError(
+                f"{path!r}: layer '{layer.name}' ({type(layer).__name__}) weight {w.name!r} has "
+                f"shape {tuple(w.shape)} but the file's array has shape {tuple(a.shape)}: the "
+                f"architectures differ; nothing was loaded"
+            )
+    return [np.asarray(a[()], dtype=c.dtype) for a, c in zip(arrays, current)]
+
+
+def load_keras_weights(model, filepath):
+    """Set ``model``'s weights from a Keras 3 ``.weights.h5`` file (all or nothing).
+
+    The dlx model must have the Keras model's architecture: its layers with weights,
+    in order, of the same types and shapes."""
+    h5py = _import_h5py()
+    path = os.fspath(filepath)
+    if not model.built:
+        raise ValueError(
+            f"load_weights({path!r}): model '{model.name}' is not built yet; call it on a batch "
+            f"(or give input_shape) before loading weights"
+        )
+    if not getattr(model, "_functional", False) and not hasattr(model, "_layers"):
+        raise KerasWeightsError(
+            f"load_weights({path!r}): model '{model.name}' is subclassed; Keras weight files "
+            f"can be read into Sequential and functional models"
+        )
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise KerasWeightsError(f"{path!r} is not a readable HDF5 file: {error}") from error
+    with handle as f:
+        if "layers" not in f:
+            legacy = "layer_names" in f.attrs or "model_weights" in f
+            raise KerasWeightsError(
+                f"{path!r} is not a Keras 3 .weights.h5 file (no 'layers' group)"
+                + (
+                    "; it looks like a Keras 2 (legacy HDF5) file, which is not supported"
+                    if legacy
+                    else ""
+                )
+            )
+        assignments = []
+        _collect(model, f, path, assignments)
+        used = {ds.name for _, arrays in assignments for ds in arrays}
+        stored = []
+        f["layers"].visititems(
+            lambda name, obj: stored.append(obj.name) if isinstance(obj, h5py.Dataset) else None
+        )
+        unused = sorted(set(stored) - used)
+        if unused:
+            raise KerasWeightsError(
+                f"{path!r} holds weights that no layer of model '{model.name}' takes: "
+                f"{unused[:8]}{' ...' if len(unused) > 8 else ''}: the architectures differ; "
+                f"nothing was loaded"
+            )
+        checked = [(layer, _check(layer, arrays, path)) for layer, arrays in assignments]
+    for layer, arrays in checked:
+        layer.set_weights(arrays)
+    return model
