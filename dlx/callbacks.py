@@ -62,7 +62,8 @@ class Callback:
 
 
 class CallbackList(Callback):
-    """Forwards every hook to each callback in order."""
+    """Forwards every hook to each callback in order, always passing ``logs``
+    (``on_epoch_end(epoch, logs)``, ``on_train_begin(logs)``...) as Keras does."""
 
     def __init__(self, callbacks, model=None, params=None):
         super().__init__()
@@ -73,16 +74,27 @@ class CallbackList(Callback):
             cb.set_model(model)
             cb.set_params(params or {})
 
-    def __getattribute__(self, name):
-        if name.startswith("on_"):
-            callbacks = object.__getattribute__(self, "callbacks")
 
-            def dispatch(*args, **kwargs):
-                for cb in callbacks:
-                    getattr(cb, name)(*args, **kwargs)
+def _forward(name, indexed):
+    if indexed:
 
-            return dispatch
-        return object.__getattribute__(self, name)
+        def hook(self, index, logs=None):
+            for cb in self.callbacks:
+                getattr(cb, name)(index, logs)
+
+    else:
+
+        def hook(self, logs=None):
+            for cb in self.callbacks:
+                getattr(cb, name)(logs)
+
+    hook.__name__ = name
+    return hook
+
+
+for _name in [n for n in vars(Callback) if n.startswith("on_")]:
+    setattr(CallbackList, _name, _forward(_name, "epoch" in _name or "batch" in _name))
+del _name
 
 
 class History(Callback):
@@ -272,6 +284,12 @@ class _MonitorCallback(Callback):
         return float(value)
 
 
+def _weights_copy(model):
+    """Copies of the weights: on NumPy ``get_weights`` may hand out the live arrays,
+    which the optimizer then updates in place."""
+    return [w.copy() for w in model.get_weights()]
+
+
 class EarlyStopping(_MonitorCallback):
     """Stop training when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
 
@@ -311,12 +329,12 @@ class EarlyStopping(_MonitorCallback):
         if current is None or epoch < self.start_from_epoch:
             return
         if self.restore_best_weights and self.best_weights is None:
-            self.best_weights, self.best_epoch = self.model.get_weights(), epoch
+            self.best_weights, self.best_epoch = _weights_copy(self.model), epoch
         self.wait += 1
         if self._is_improvement(current, self.best):
             self.best, self.best_epoch = current, epoch
             if self.restore_best_weights:
-                self.best_weights = self.model.get_weights()
+                self.best_weights = _weights_copy(self.model)
             if self.baseline is None or self._is_improvement(current, self.baseline):
                 self.wait = 0
             return
