@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from helpers import to_host
 
 import dlx
 from dlx import layers
-from helpers import to_host
 
 
 def _padded():
