@@ -30,6 +30,7 @@ def _np_attention(q, k, v, mask=None, causal=False, scale=None):
     s = np.where(keep, s, -1e9)
     p = np.exp(s - s.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
+    p = np.where(keep, p, 0.0)
     return p @ v, p
 
 
@@ -62,13 +63,15 @@ def test_sdpa_gradients(backend, case):
 def test_sdpa_gradients_through_scores_and_fully_masked_rows(backend):
     q, k, v = _qkv(batch=(2,))
     mask = np.ones((2, 3, 4), bool)
-    mask[0, 1] = False  # a query that may attend to nothing: uniform, finite, no NaN
+    mask[0, 1] = False  # a query that may attend to nothing: zeros (as Keras), no NaN
     check_gradients(
         lambda q, k, v: ops.scaled_dot_product_attention(q, k, v, mask=mask, return_scores=True),
         [q, k, v],
     )
     out = ops.scaled_dot_product_attention(dlx.Tensor(q), dlx.Tensor(k), dlx.Tensor(v), mask=mask)
-    assert np.isfinite(dlx.to_numpy(out)).all()
+    out = dlx.to_numpy(out)
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(out[0, 1], 0)
 
 
 def test_sdpa_dropout_only_in_training_and_gradients(backend):
@@ -399,3 +402,41 @@ def test_attention_model_save_load(backend, tmp_path):
 def test_attention_model_with_scalar_weights_save_load(tmp_path):
     dlx.set_backend("numpy")
     _save_load_roundtrip(_attention_model({"use_scale": True, "score_mode": "concat"}), tmp_path)
+
+
+def test_mha_padding_masks_match_keras(keras):
+    tokens = np.array([[3, 5, 2, 0, 0], [1, 4, 0, 0, 0]])
+    ours_emb, theirs_emb = (
+        layers.Embedding(6, 4, mask_zero=True),
+        keras.layers.Embedding(6, 4, mask_zero=True),
+    )
+    ours, theirs = layers.MultiHeadAttention(2, 3), keras.layers.MultiHeadAttention(2, 3)
+    e = ours_emb(tokens)
+    ours(e, e)
+    theirs_emb.build((None, 5))
+    theirs_emb.set_weights(ours_emb.get_weights())
+    ek = theirs_emb(tokens)
+    theirs(ek, ek)
+    weights = [w + rng.normal(size=w.shape).astype(np.float32) * 0.1 for w in ours.get_weights()]
+    ours.set_weights(weights)
+    theirs.set_weights(weights)
+    # implicit masks from the embedding: padded queries attend to nothing (zeros, as Keras)
+    ek = theirs_emb(tokens)  # Keras's MultiHeadAttention removes the mask of its inputs
+    y, s = ours(e, e, return_attention_scores=True)
+    yk, sk = theirs(ek, ek, return_attention_scores=True)
+    np.testing.assert_allclose(
+        dlx.to_numpy(y), keras.ops.convert_to_numpy(yk), rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        dlx.to_numpy(s), keras.ops.convert_to_numpy(sk), rtol=1e-4, atol=1e-6
+    )
+    np.testing.assert_array_equal(dlx.to_numpy(y.mask), tokens != 0)
+    # an explicit value mask on plain tensors (Keras 3 ignores an explicit query_mask in
+    # favour of the query's own mask; dlx honours it, see test_mha_gradients)
+    x = rng.normal(size=(2, 5, 4)).astype(np.float32)
+    v_mask = np.array([[1, 1, 1, 1, 0], [1, 0, 1, 1, 1]], bool)
+    y = ours(x, x, value_mask=v_mask)
+    yk = theirs(x, x, value_mask=v_mask)
+    np.testing.assert_allclose(
+        dlx.to_numpy(y), keras.ops.convert_to_numpy(yk), rtol=1e-4, atol=1e-5
+    )

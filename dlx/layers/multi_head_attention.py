@@ -9,8 +9,11 @@ the attention probabilities ``(batch, num_heads, Tq, Tv)`` with
 
 ``attention_mask``: boolean (or 0/1) broadcasting to ``(batch, Tq, Tv)``, True =
 attend. ``query_mask`` ``(batch, Tq)``, ``value_mask``/``key_mask`` ``(batch, Tv)``
-(also taken from the inputs' ``.mask``) and the causal mask are combined with it by
-logical AND, as Keras does.
+(also taken from the inputs' ``.mask``, e.g. set by ``Embedding(mask_zero=True)``) and
+the causal mask are combined with it by logical AND, as Keras does; a query with no key
+left to attend to gets zero probabilities. The output carries the query's mask.
+(Keras 3 ignores an explicit ``query_mask`` in favour of the query's own mask; dlx
+uses it.)
 
 Weights (Keras order and shapes): query kernel ``(dim_q, heads, key_dim)``, query
 bias ``(heads, key_dim)``; key kernel ``(dim_k, heads, key_dim)``, key bias; value
@@ -279,6 +282,11 @@ class MultiHeadAttention(Layer):
         while mask.ndim < 3:
             mask = xp.expand_dims(mask, axis=0)
         return xp.expand_dims(mask, axis=-3)  # broadcast over the heads
+
+    def compute_mask(self, inputs, mask=None):
+        """The output keeps the query's padding mask (as Keras)."""
+        query = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        return getattr(query, "mask", None)
 
     def get_config(self):
         return {

@@ -6,8 +6,10 @@ axes (batch, heads) are shared. ``mask`` is boolean (True = attend) and broadcas
 to the scores' shape ``(..., Tq, Tk)``; ``is_causal`` keeps key ``j`` for query
 ``i`` only when ``j <= i`` (top-left aligned, as Keras and PyTorch).
 
-Masked scores are replaced by ``-1e9`` (Keras's "large negative"), so a query
-whose keys are all masked attends uniformly instead of producing NaN.
+Masked scores are replaced by ``-1e9`` (Keras's "large negative") and the
+probabilities of masked keys are set to exactly zero after the softmax, as Keras's
+MultiHeadAttention does: a query whose keys are all masked gets all-zero
+probabilities and a zero output (PyTorch would give NaN).
 
 The backend kernel ``"scaled_dot_product_attention"``, when registered, is called
 as ``kernel(query, key, value, mask, scale)`` (``mask`` a boolean array or None,
@@ -57,6 +59,8 @@ class ScaledDotProductAttention(Function):
             if self.mask is not None:
                 scores = xp.where(self.mask, scores, LARGE_NEGATIVE)
             probs = _softmax(xp, scores)
+            if self.mask is not None:
+                probs = xp.where(self.mask, probs, 0.0)
             out = None
         self.probs = probs
         self.keep = None
