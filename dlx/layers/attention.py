@@ -7,7 +7,8 @@ also the attention distribution ``(batch, Tq, Tv)``.
 
 ``mask=[query_mask (batch, Tq), value_mask (batch, Tv)]`` (or the inputs' ``.mask``):
 masked values get no attention, masked queries output zeros. ``use_causal_mask``
-lets query ``i`` see values ``j <= i`` only.
+lets query ``i`` see values ``j <= i`` only. Every query needs at least one value it
+may attend to (as Keras documents); one with none gets zero attention here.
 
 Scores: ``score_mode="dot"``: ``query @ key^T`` (times the scalar weight ``scale``
 if ``use_scale``; no ``1/sqrt(d)``, as Keras); ``"concat"``:
