@@ -501,3 +501,16 @@ def test_importing_dlx_does_not_import_onnx():
         "sorted(m for m in sys.modules if 'onnx' in m)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_export_example(tmp_path):
+    pytest.importorskip("sklearn")
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "examples" / "export_onnx.py"
+    spec = importlib.util.spec_from_file_location("export_onnx_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    accuracy, onnx_accuracy, max_diff = example.main(tmp_path / "m.onnx", epochs=1, verbose=False)
+    assert max_diff < 1e-5 and abs(accuracy - onnx_accuracy) < 0.01
