@@ -87,7 +87,8 @@ def plot_history(history, path=None, metrics=None, title=None, dpi=100):
         axes.set_xlabel("epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(True, alpha=0.3)
-        axes.legend()
+        if f"val_{name}" in logs:
+            axes.legend()
     if title:
         figure.suptitle(title)
     figure.tight_layout()

@@ -476,3 +476,19 @@ def test_reduce_lr_on_plateau_matches_keras(keras, kwargs, values):
     ours = drive(callbacks.ReduceLROnPlateau(**kwargs), values, monitor)
     theirs = drive(keras.callbacks.ReduceLROnPlateau(**kwargs), values, monitor)
     assert ours[2] == pytest.approx(theirs[2], rel=1e-6)
+
+
+def test_callbacks_and_checkpoints_example_smoke(tmp_path):
+    import importlib.util
+    import pathlib
+
+    path = (
+        pathlib.Path(__file__).resolve().parent.parent / "examples" / "callbacks_and_checkpoints.py"
+    )
+    spec = importlib.util.spec_from_file_location("dlx_example_callbacks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dlx.set_backend("numpy")
+    history, same = module.main(str(tmp_path), epochs=3, verbose=0)
+    assert same and len(history.epoch) == 3
+    assert {"best.dlx", "last.dlx", "log.csv", "resume.dlx"} <= set(os.listdir(tmp_path))
