@@ -246,8 +246,89 @@ def test_zero_padding(tmp_path):
     check(model, normal(2, 4, 5, 2), tmp_path)
 
 
+def test_depthwise_separable_cropping_upsampling(tmp_path):
+    dlx.set_seed(0)
+    model = dlx.Sequential(
+        [
+            layers.Input((9, 8, 3)),
+            layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", activation="relu"),
+            layers.SeparableConv2D(4, (3, 2), strides=2, depth_multiplier=2, padding="same"),
+            layers.Cropping2D(((1, 0), (0, 1))),
+            layers.UpSampling2D((2, 3)),
+            layers.DepthwiseConv2D(2, use_bias=False),
+        ]
+    )
+    check(model, normal(2, 9, 8, 3), tmp_path)
+    model = dlx.Sequential(
+        [
+            layers.Input((10, 3)),
+            layers.SeparableConv1D(4, 3, activation="tanh"),
+            layers.DepthwiseConv1D(2, strides=2, padding="same"),
+            layers.Cropping1D((2, 1)),
+            layers.UpSampling1D(3),
+            layers.ZeroPadding1D(2),
+        ]
+    )
+    check(model, normal(2, 10, 3), tmp_path)
+    model = dlx.Sequential(
+        [
+            layers.Input((2, 6, 5)),
+            layers.Cropping2D(((0, 2), (1, 1)), data_format="channels_first"),
+            layers.UpSampling2D(2, data_format="channels_first"),
+            layers.DepthwiseConv2D(3, data_format="channels_first"),
+        ]
+    )
+    check(model, normal(2, 2, 6, 5), tmp_path)
+    model = dlx.Sequential(
+        [
+            layers.Input((4, 5, 3, 2)),
+            layers.Cropping3D(((1, 0), (0, 2), (1, 1))),
+            layers.UpSampling3D((1, 2, 3)),
+            layers.ZeroPadding3D(1),
+        ]
+    )
+    check(model, normal(2, 4, 5, 3, 2), tmp_path)
+
+
+def test_group_normalization(tmp_path):
+    dlx.set_seed(0)
+    model = dlx.Sequential(
+        [
+            layers.Input((4, 5, 6)),
+            layers.GroupNormalization(groups=3),
+            layers.GroupNormalization(groups=-1, center=False),
+            layers.GroupNormalization(groups=2, axis=1, scale=False),
+        ]
+    )
+    check(model, normal(2, 4, 5, 6) * 3 + 1, tmp_path)
+
+
 # ---------------------------------------------------------------------------
 # embeddings and recurrent layers
+
+
+def test_bidirectional_and_time_distributed(tmp_path):
+    dlx.set_seed(0)
+    inp = layers.Input((6, 4))
+    outs = [
+        layers.Bidirectional(layers.LSTM(3, return_sequences=True))(inp),
+        layers.Bidirectional(layers.GRU(2), merge_mode="sum")(inp),
+        layers.Bidirectional(layers.SimpleRNN(2, return_sequences=True), merge_mode="ave")(inp),
+        layers.Bidirectional(layers.GRU(2), merge_mode="mul")(inp),
+        layers.TimeDistributed(layers.Dense(3, activation="relu"))(inp),
+    ]
+    pair = layers.Bidirectional(layers.LSTM(2, return_state=True), merge_mode=None)(inp)
+    outs.extend(pair)
+    check(dlx.Model(inp, outs), normal(3, 6, 4), tmp_path)
+    model = dlx.Sequential(
+        [
+            layers.Input((5, 6, 6, 1)),
+            layers.TimeDistributed(layers.Conv2D(2, 3)),
+            layers.TimeDistributed(layers.Flatten()),
+            layers.LSTM(3),
+        ]
+    )
+    check(model, normal(2, 5, 6, 6, 1), tmp_path)
 
 
 @pytest.mark.parametrize("cell", ["SimpleRNN", "LSTM", "GRU"])
@@ -423,10 +504,8 @@ def test_opset_18_reduce_axes_as_inputs(tmp_path):
 
 
 def test_unsupported_layer_is_named(tmp_path):
-    model = dlx.Sequential(
-        [layers.Input((4, 4, 1)), layers.UpSampling2D(name="up"), layers.Flatten()]
-    )
-    with pytest.raises(UnsupportedLayerError, match=r"'up' \(UpSampling2D\)"):
+    model = dlx.Sequential([layers.Input((4, 3)), layers.Masking(name="pad"), layers.Flatten()])
+    with pytest.raises(UnsupportedLayerError, match=r"'pad' \(Masking\)"):
         dlx.onnx.export(model, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
     assert issubclass(UnsupportedLayerError, NotImplementedError)

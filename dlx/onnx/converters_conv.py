@@ -47,38 +47,113 @@ def _channels_first_kernel(kernel, rank):
     return np.transpose(kernel, (rank + 1, rank) + tuple(range(rank)))
 
 
-@register_converter("Conv1D", "Conv2D", "Conv3D")
-def convert_conv(layer, inputs, ctx):
-    rank = layer.rank
-    weights = layer.get_weights()
-    x = inputs[0]
-    last = layer.data_format == "channels_last"
-    name = _to_first(ctx, x.name, rank) if last else x.name
-    args = [name, ctx.const(_channels_first_kernel(weights[0], rank), "kernel")]
-    if layer.use_bias:
-        args.append(ctx.const(weights[1], "bias"))
-    pads = _pads(
-        layer,
-        x,
-        rank,
-        layer.kernel_size,
-        layer.strides,
-        layer.dilation_rate,
-        layer.padding,
-        layer.data_format,
-    )
-    y = ctx.op(
+def _conv_first(ctx, layer, x, name, kernel, bias, strides, padding, dilation, groups):
+    """ONNX Conv on the channels-first tensor ``name``; ``kernel`` in Keras layout
+    ``(*K, in // groups, out)``; pads from ``x`` (the layer's input Value)."""
+    rank = kernel.ndim - 2
+    args = [name, ctx.const(_channels_first_kernel(kernel, rank), "kernel")]
+    if bias is not None:
+        args.append(ctx.const(bias, "bias"))
+    pads = _pads(layer, x, rank, kernel.shape[:rank], strides, dilation, padding, layer.data_format)
+    return ctx.op(
         "Conv",
         args,
         "conv",
-        kernel_shape=list(layer.kernel_size),
-        strides=list(layer.strides),
-        dilations=list(layer.dilation_rate),
-        group=layer.groups,
+        kernel_shape=list(kernel.shape[:rank]),
+        strides=list(strides),
+        dilations=list(dilation),
+        group=groups,
         **pads,
     )
-    y = _to_last(ctx, y, rank) if last else y
+
+
+def _around_first(ctx, layer, x, rank, compute):
+    """Run ``compute(channels_first_name)`` with transposes for channels-last layers."""
+    last = layer.data_format == "channels_last"
+    name = _to_first(ctx, x.name, rank) if last else x.name
+    y = compute(name)
+    return _to_last(ctx, y, rank) if last else y
+
+
+@register_converter("Conv1D", "Conv2D", "Conv3D")
+def convert_conv(layer, inputs, ctx):
+    weights = layer.get_weights()
+    bias = weights[1] if layer.use_bias else None
+    y = _around_first(
+        ctx,
+        layer,
+        inputs[0],
+        layer.rank,
+        lambda name: _conv_first(
+            ctx,
+            layer,
+            inputs[0],
+            name,
+            weights[0],
+            bias,
+            layer.strides,
+            layer.padding,
+            layer.dilation_rate,
+            layer.groups,
+        ),
+    )
     return ctx.activation(layer.activation, y)
+
+
+def _depthwise_kernel(layer, kernel):
+    """``(*K, C, M)`` -> the grouped-conv kernel ``(*K, 1, C*M)`` (output ``c*M + m``)."""
+    return kernel.reshape(tuple(layer.kernel_size) + (1, -1))
+
+
+@register_converter("DepthwiseConv1D", "DepthwiseConv2D")
+def convert_depthwise_conv(layer, inputs, ctx):
+    weights = layer.get_weights()
+    bias = weights[1] if layer.use_bias else None
+    y = _around_first(
+        ctx,
+        layer,
+        inputs[0],
+        layer.rank,
+        lambda name: _conv_first(
+            ctx,
+            layer,
+            inputs[0],
+            name,
+            _depthwise_kernel(layer, weights[0]),
+            bias,
+            layer.strides,
+            layer.padding,
+            layer.dilation_rate,
+            layer.channels,
+        ),
+    )
+    return ctx.activation(layer.activation, y)
+
+
+@register_converter("SeparableConv1D", "SeparableConv2D")
+def convert_separable_conv(layer, inputs, ctx):
+    weights = layer.get_weights()
+    bias = weights[2] if layer.use_bias else None
+    rank = layer.rank
+
+    def compute(name):
+        y = _conv_first(
+            ctx,
+            layer,
+            inputs[0],
+            name,
+            _depthwise_kernel(layer, weights[0]),
+            None,
+            layer.strides,
+            layer.padding,
+            layer.dilation_rate,
+            layer.channels,
+        )
+        return _conv_first(
+            ctx, layer, inputs[0], y, weights[1], bias, (1,) * rank, "valid", (1,) * rank, 1
+        )
+
+    return ctx.activation(layer.activation, _around_first(ctx, layer, inputs[0], rank, compute))
 
 
 @register_converter("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
@@ -181,3 +256,51 @@ def convert_zero_padding(layer, inputs, ctx):
     for a, (b, e) in zip(axes, pairs):
         begin[a], end[a] = b, e
     return ctx.op("Pad", [x.name, ctx.ints(begin + end, "pads")], "zero_padding", mode="constant")
+
+
+def _spatial_axes(layer, rank):
+    first = 2 if layer.data_format == "channels_first" else 1
+    return list(range(first, first + rank))
+
+
+@register_converter("Cropping1D", "Cropping2D", "Cropping3D")
+def convert_cropping(layer, inputs, ctx):
+    big = np.iinfo(np.int64).max
+    axes = _spatial_axes(layer, layer.rank)
+    starts = [b for b, _ in layer.cropping]
+    ends = [-a if a else big for _, a in layer.cropping]
+    return ctx.op(
+        "Slice",
+        [
+            inputs[0].name,
+            ctx.ints(starts, "starts"),
+            ctx.ints(ends, "ends"),
+            ctx.ints(axes, "axes"),
+        ],
+        "cropping",
+    )
+
+
+@register_converter("UpSampling1D", "UpSampling2D", "UpSampling3D")
+def convert_upsampling(layer, inputs, ctx):
+    # nearest neighbour: each cell repeated ``size`` times along its axis, as dlx does it
+    # (reshape to (.., n, 1, ..), broadcast to (.., n, s, ..), reshape to (.., n*s, ..))
+    x = inputs[0]
+    axes = _spatial_axes(layer, layer.rank)
+    if any(x.shape[a] is None for a in range(1, x.rank)):
+        raise unsupported(layer, f"input shape {x.shape} needs known non-batch sizes")
+    expanded, broadcast, final = [0], [1], [0]
+    for axis in range(1, x.rank):
+        n = x.shape[axis]
+        if axis in axes:
+            s = layer.size[axes.index(axis)]
+            expanded += [n, 1]
+            broadcast += [n, s]
+            final.append(n * s)
+        else:
+            expanded.append(n)
+            broadcast.append(n)
+            final.append(n)
+    y = ctx.reshape(x.name, expanded)
+    y = ctx.op("Expand", [y, ctx.ints(broadcast, "shape")], "upsampled")
+    return ctx.reshape(y, final)

@@ -254,3 +254,31 @@ def convert_dot(layer, inputs, ctx):
     out = ctx.op("MatMul", [xt, yt], "dot")
     out_shape = tuple(xs[a] for a in x_rest) + tuple(ys[a] for a in y_rest)
     return ctx.reshape(out, (-1,) + (out_shape or (1,)))
+
+
+@register_converter("GroupNormalization")
+def convert_group_normalization(layer, inputs, ctx):
+    # dlx's arithmetic: channels split into groups, statistics per sample and group
+    x = inputs[0]
+    if any(s is None for s in x.shape[1:]):
+        raise unsupported(layer, f"input shape {x.shape} needs known non-batch sizes")
+    weights = list(layer.get_weights())
+    gamma = weights.pop(0) if layer.scale else None
+    beta = weights.pop(0) if layer.center else None
+    axis, groups = layer._axis, layer._groups
+    channels = x.shape[axis]
+    grouped = (0,) + x.shape[1:axis] + (groups, channels // groups) + x.shape[axis + 1 :]
+    stat_axes = [a for a in range(1, x.rank + 1) if a != axis]
+    xs = ctx.reshape(x.name, grouped)
+    mean = ctx.reduce("ReduceMean", xs, stat_axes, keepdims=True)
+    centered = ctx.op("Sub", [xs, mean], "centered")
+    var = ctx.reduce("ReduceMean", ctx.op("Mul", [centered, centered], "sq"), stat_axes, True)
+    std = ctx.op("Sqrt", [ctx.op("Add", [var, ctx.scalar(layer.epsilon, "eps")], "var")], "std")
+    y = ctx.op("Mul", [centered, ctx.op("Reciprocal", [std], "inv")], "xhat")
+    y = ctx.reshape(y, (0,) + x.shape[1:])
+    shape = _param_shape(x.rank, [axis], [channels])
+    if gamma is not None:
+        y = ctx.op("Mul", [y, ctx.const(gamma.reshape(shape), "gamma")], "gn_scale")
+    if beta is not None:
+        y = ctx.op("Add", [y, ctx.const(beta.reshape(shape), "beta")], "gn_shift")
+    return y

@@ -177,3 +177,62 @@ def convert_gru(layer, inputs, ctx):
         **_activations(layer, ["recurrent_activation", "activation"]),
     )
     return _outputs(layer, ctx, y, y_h)
+
+
+# ---------------------------------------------------------------------------
+# wrappers
+
+
+def _reverse_time(ctx, name):
+    big = np.iinfo(np.int64).max
+    return ctx.op(
+        "Slice",
+        [
+            name,
+            ctx.ints([-1], "starts"),
+            ctx.ints([-big], "ends"),
+            ctx.ints([1], "axes"),
+            ctx.ints([-1], "steps"),
+        ],
+        "reversed",
+    )
+
+
+@register_converter("Bidirectional")
+def convert_bidirectional(layer, inputs, ctx):
+    if ctx.call_kwargs.get("initial_state") is not None:
+        raise unsupported(layer, "an initial_state argument is not supported")
+    forward = ctx.convert_layer(layer.forward_layer, inputs)
+    backward = ctx.convert_layer(layer.backward_layer, inputs)
+    y, y_rev = forward[0], backward[0]
+    states = forward[1:] + backward[1:] if layer.return_state else []
+    if layer.return_sequences:
+        y_rev = _reverse_time(ctx, y_rev)  # back in time order
+    mode = layer.merge_mode
+    if mode == "concat":
+        output = [ctx.op("Concat", [y, y_rev], "concat", axis=-1)]
+    elif mode == "sum":
+        output = [ctx.op("Add", [y, y_rev], "sum")]
+    elif mode == "ave":
+        output = [ctx.op("Mul", [ctx.op("Add", [y, y_rev], "sum"), ctx.scalar(0.5, "half")], "ave")]
+    elif mode == "mul":
+        output = [ctx.op("Mul", [y, y_rev], "mul")]
+    else:
+        output = [y, y_rev]
+    return output + states
+
+
+@register_converter("TimeDistributed")
+def convert_time_distributed(layer, inputs, ctx):
+    from .export import Value
+
+    x = inputs[0]
+    if any(s is None for s in x.shape[2:]):
+        raise unsupported(layer, f"input shape {x.shape} needs known sizes after the time axis")
+    folded = ctx.reshape(x.name, (-1,) + x.shape[2:])
+    (out,) = ctx.convert_layer(layer.layer, [Value(folded, (None,) + x.shape[2:], x.masked)])
+    # (batch*steps, ...) -> (batch, steps, ...), sizes taken from the tensors at run time
+    lead = ctx.op("Shape", [x.name], "lead", start=0, end=2)
+    rest = ctx.op("Shape", [out], "rest", start=1)
+    shape = ctx.op("Concat", [lead, rest], "unfolded_shape", axis=0)
+    return ctx.op("Reshape", [out, shape], "unfolded")
