@@ -70,6 +70,7 @@ def fit_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("mpi_fit")
     done, _ = launch("fit", out)
     assert done.returncode == 0, done.stdout + done.stderr
+    (out / "stdout.txt").write_text(done.stdout)
     return out
 
 
@@ -99,6 +100,11 @@ def test_weights_and_history_are_identical_on_both_ranks(fit_run):
         assert rank0.files == rank1.files
         for key in rank0.files:
             np.testing.assert_array_equal(rank0[key], rank1[key], err_msg=f"{name}: {key}")
+
+
+def test_only_rank_zero_prints_the_progress(fit_run):
+    stdout = (fit_run / "stdout.txt").read_text()
+    assert stdout.count("Epoch 1/2") == 1 and stdout.count("Epoch 2/2") == 1, stdout
 
 
 def test_custom_loop_allreduce_gradients_equals_one_process(tmp_path, script):

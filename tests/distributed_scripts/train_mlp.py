@@ -70,7 +70,8 @@ def main(out_dir, mode):
     x, y = data()
     if mode == "fit":
         model = build()
-        history = model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, distributed=True, verbose=0)
+        # verbose=2: one line per epoch, from rank 0 only
+        history = model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, distributed=True, verbose=2)
         dist.check_weights_identical(model)
         np.savez(
             os.path.join(out_dir, f"fit_rank{rank}.npz"),
