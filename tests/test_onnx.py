@@ -406,13 +406,29 @@ def test_cross_attention_with_scores_masks_and_key(tmp_path):
     dlx.set_seed(0)
     q, v, k = layers.Input((4, 6)), layers.Input((5, 3)), layers.Input((5, 2))
     m = layers.Input((4, 5))
+    qm, vm = layers.Input((4,)), layers.Input((5,))
     out, scores = layers.MultiHeadAttention(3, 2, use_bias=False)(
         q, v, key=k, attention_mask=m, return_attention_scores=True
     )
-    model = dlx.Model([q, v, k, m], [out, scores])
-    mask = (np.random.default_rng(5).random((2, 4, 5)) > 0.3).astype(np.float32)
+    out2 = layers.MultiHeadAttention(2, 3)(q, v, query_mask=qm, value_mask=vm)
+    model = dlx.Model([q, v, k, m, qm, vm], [out, scores, out2])
+    rng = np.random.default_rng(5)
+    mask = (rng.random((2, 4, 5)) > 0.3).astype(np.float32)
     mask[:, :, 0] = 1
-    check(model, [normal(2, 4, 6), normal(2, 5, 3), normal(2, 5, 2), mask], tmp_path)
+    qmask = np.array([[1, 1, 0, 1], [1, 0, 1, 1]], np.float32)
+    vmask = np.array([[1, 1, 1, 0, 0], [1, 0, 1, 1, 1]], np.float32)
+    xs = [normal(2, 4, 6), normal(2, 5, 3), normal(2, 5, 2), mask, qmask, vmask]
+    check(model, xs, tmp_path)
+
+
+def test_attention_layer(tmp_path):
+    dlx.set_seed(0)
+    q, v, k = layers.Input((4, 6)), layers.Input((5, 3)), layers.Input((5, 6))
+    dot, dot_scores = layers.Attention(use_scale=True)([q, v, k], return_attention_scores=True)
+    concat = layers.Attention(score_mode="concat", use_scale=True)([q, v, k])
+    selfatt = layers.Attention()([q, q], use_causal_mask=True)
+    model = dlx.Model([q, v, k], [dot, dot_scores, concat, selfatt])
+    check(model, [normal(2, 4, 6), normal(2, 5, 3), normal(2, 5, 6)], tmp_path)
 
 
 def test_normalization_axes(tmp_path):

@@ -1,7 +1,7 @@
 """Converter of MultiHeadAttention as MatMul/Reshape/Transpose/Softmax, step by step as
 :class:`dlx.layers.MultiHeadAttention` computes it: per-head projections, scores
-``q @ k^T * (1/sqrt(key_dim))``, masked cells set to -1e9, softmax over the keys,
-``probs @ v``, heads merged and projected."""
+``q @ k^T * (1/sqrt(key_dim))``, masked cells set to -1e9, softmax over the keys
+(masked weights then set to 0), ``probs @ v``, heads merged and projected."""
 
 import math
 
@@ -56,6 +56,8 @@ def convert_multi_head_attention(layer, inputs, ctx):
     if mask is not None:
         scores = ctx.op("Where", [mask, scores, ctx.scalar(LARGE_NEGATIVE, "neg")], "masked")
     probs = ctx.op("Softmax", [scores], "probs", axis=-1)
+    if mask is not None:  # a query with no key to attend to gets zero weights, as in dlx
+        probs = ctx.op("Where", [mask, probs, ctx.scalar(0.0, "zero")], "masked_probs")
     attended = ctx.op("MatMul", [probs, v], "attended")  # (B, H, Tq, vd)
     merged = ctx.reshape(ctx.transpose(attended, (0, 2, 1, 3)), (0, 0, heads * vd))
     out = ctx.matmul_bias(merged, ok.reshape(heads * vd, ok.shape[-1]), ob)
@@ -91,3 +93,51 @@ def _mask(layer, ctx, given, query, value):
     if mask is None:
         return None
     return ctx.unsqueeze(mask, [-3])  # broadcast over the heads
+
+
+@register_converter("Attention")
+def convert_attention(layer, inputs, ctx):
+    """Keras's dot-product / additive attention layer, as dlx computes it."""
+    reject_mask(layer, inputs)
+    if ctx.call_kwargs.get("mask") is not None:
+        raise unsupported(layer, "a mask argument is not supported")
+    query, value = inputs[0], inputs[1]
+    key = inputs[2] if len(inputs) > 2 else value
+    weights = list(layer.get_weights())
+    scale = weights.pop(0) if layer.use_scale else None
+    if layer.score_mode == "dot":
+        q = query.name
+        if scale is not None:
+            q = ctx.op("Mul", [q, ctx.const(scale, "scale")], "scaled_query")
+        scores = ctx.op("MatMul", [q, ctx.transpose(key.name, (0, 2, 1))], "scores")
+    else:
+        summed = ctx.op(
+            "Add", [ctx.unsqueeze(query.name, [2]), ctx.unsqueeze(key.name, [1])], "summed"
+        )
+        if scale is not None:
+            summed = ctx.op("Mul", [summed, ctx.const(scale, "scale")], "scaled")
+        scores = ctx.reduce("ReduceSum", ctx.op("Tanh", [summed], "tanh"), [-1], keepdims=False)
+        scores = ctx.op("Mul", [scores, ctx.const(weights.pop(0), "concat_score_weight")], "scores")
+    if ctx.call_kwargs.get("use_causal_mask"):
+        tq, tv = query.shape[1], value.shape[1]
+        if tq is None or tv is None:
+            raise unsupported(
+                layer,
+                f"use_causal_mask needs known sequence lengths; query {query.shape}, "
+                f"value {value.shape}",
+            )
+        causal = np.arange(tq)[:, None] >= np.arange(tv)[None, :]
+        scores = ctx.op(
+            "Where",
+            [
+                ctx.const(causal, "causal_mask", dtype=np.bool_),
+                scores,
+                ctx.scalar(LARGE_NEGATIVE, "neg"),
+            ],
+            "masked",
+        )
+    probs = ctx.op("Softmax", [scores], "probs", axis=-1)
+    out = ctx.op("MatMul", [probs, value.name], "attended")
+    if ctx.call_kwargs.get("return_attention_scores"):
+        return [out, probs]
+    return out
