@@ -133,6 +133,36 @@ def test_recurrent_attention_and_wrappers(tmp_path):
         np.testing.assert_array_equal(w, e)
 
 
+def branching(L, Input, Model):
+    inp, inp2 = Input((4,), name="in1"), Input((4,), name="in2")
+    a = L.Dense(3, name="a")(inp)
+    b = L.Dense(4, name="b")(inp2)
+    c = L.Dense(5, name="c")(b)
+    d = L.Dense(3, name="d")(inp)
+    e = L.Concatenate(name="e")([c, a, d])
+    f = L.Dense(2, name="f")(e)
+    g = L.Dense(2, name="g")(a)
+    return Model([inp, inp2], [g, f])
+
+
+def test_functional_layer_order_is_keras_order():
+    from dlx.interop.keras_h5 import keras_layer_order
+
+    model = branching(layers, layers.Input, dlx.Model)
+    # what Keras 3's model.layers gives for the same graph (deepest first, then DFS order)
+    assert [l.name for l in keras_layer_order(model)] == [
+        "in2",
+        "in1",
+        "b",
+        "a",
+        "c",
+        "d",
+        "e",
+        "g",
+        "f",
+    ]
+
+
 def test_shape_mismatch_names_layer_and_both_shapes_and_loads_nothing(tmp_path):
     entries = sequential_entries()
     entries["layers/dense_1/vars"] = [rand(5, 3), rand(3)]
@@ -259,3 +289,11 @@ def test_keras_sequence_model_file_gives_keras_predictions(keras, tmp_path):
     dm = build(layers, layers.Input, dlx.Model)
     x = np.random.default_rng(2).integers(0, 20, (3, 6)).astype(np.float32)
     _compare(km, dm, x, tmp_path, "seq")
+
+
+def test_keras_branching_functional_file(keras, tmp_path):
+    km = branching(keras.layers, keras.Input, keras.Model)
+    dm = branching(layers, layers.Input, dlx.Model)
+    rng = np.random.default_rng(4)
+    x = [rng.standard_normal((3, 4)).astype(np.float32) for _ in range(2)]
+    _compare(km, dm, x, tmp_path, "branching")

@@ -110,6 +110,53 @@ def _layer_arrays(layer, group, path):
     return _all_arrays(group)
 
 
+def keras_layer_order(model):
+    """``model.layers`` in the order Keras 3 gives them for the same architecture.
+
+    A Sequential's order is its own. A functional model's is Keras's
+    (``keras.src.ops.function.map_graph``): layers sorted by decreasing depth (the
+    longest path to an output), ties broken by the order a depth-first walk from the
+    outputs first meets them. It decides which Keras group (``dense``, ``dense_1``,
+    ...) belongs to which layer."""
+    if not getattr(model, "_functional", False) or hasattr(model, "_layers"):
+        return list(model.layers)
+
+    def node_of(tensor):
+        # (key, layer, parent tensors) of the call that made ``tensor``
+        if tensor.node is None:
+            return ("input", id(tensor)), tensor.input_layer, []
+        return ("call", id(tensor.node)), tensor.node.layer, tensor.node.input_tensors
+
+    finished, order, indices, parents = set(), [], {}, {}
+
+    def visit(tensor):
+        key, layer, inputs = node_of(tensor)
+        if key in finished:
+            return
+        indices.setdefault(id(layer), (len(indices), layer))
+        for t in inputs:
+            visit(t)
+        finished.add(key)
+        parents[key] = [node_of(t)[0] for t in inputs]
+        order.append((key, layer))
+
+    for out in model.outputs:
+        visit(out)
+    node_depth, layer_depth = {}, {}
+    for key, layer in reversed(order):
+        depth = max(node_depth.setdefault(key, 0), layer_depth.get(id(layer), 0))
+        layer_depth[id(layer)] = depth
+        node_depth[key] = depth
+        for parent in parents[key]:
+            node_depth[parent] = max(depth + 1, node_depth.get(parent, 0))
+    for t in model.inputs:  # inputs no output depends on come first among depth 0
+        if id(t.input_layer) not in layer_depth:
+            layer_depth[id(t.input_layer)] = 0
+            indices[id(t.input_layer)] = (-1, t.input_layer)
+    ranked = sorted(indices.values(), key=lambda item: (-layer_depth[id(item[1])], item[0]))
+    return [layer for _, layer in ranked]
+
+
 def _collect(model, group, path, out):
     """Append ``(layer, arrays)`` for every layer with weights of ``model`` (in order)."""
     from ..models.model import Model
@@ -117,7 +164,7 @@ def _collect(model, group, path, out):
     layers_group = _child(group, "layers", path, model, "the model's layers")
     used = {}
     # like Keras's model.layers: a Sequential's leaves out its InputLayer, a functional's not
-    for layer in model.layers:
+    for layer in keras_layer_order(model):
         key = _unique(keras_snake_case(type(layer).__name__), used)
         if not layer.weights:
             continue
