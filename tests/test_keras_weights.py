@@ -103,7 +103,9 @@ def test_recurrent_attention_and_wrappers(tmp_path):
     x = layers.GRU(2, return_sequences=True)(x)
     x = layers.SimpleRNN(3)(x)
     inner = dlx.Sequential([layers.Input((3,)), layers.Dense(2), layers.Dense(1)])
-    model = dlx.Model(inp, inner(x))
+    i2 = layers.Input((3,))
+    head = dlx.Model(i2, layers.Dense(1)(i2))  # Keras names a functional sub-model "functional"
+    model = dlx.Model(inp, [inner(x), head(x)])
     mha = [rand(4, 2, 3), rand(2, 3)]
     entries = {
         "layers/input_layer/vars": [],
@@ -123,6 +125,7 @@ def test_recurrent_attention_and_wrappers(tmp_path):
         "layers/simple_rnn/cell/vars": [rand(2, 3), rand(3, 3), rand(3)],
         "layers/sequential/layers/dense/vars": [rand(3, 2), rand(2)],
         "layers/sequential/layers/dense_1/vars": [rand(2, 1), rand(1)],
+        "layers/functional/layers/dense/vars": [rand(3, 1, seed=7), rand(1, seed=7)],
     }
     write_keras_file(tmp_path / "mix.weights.h5", entries)
     model.load_weights(tmp_path / "mix.weights.h5")
@@ -297,3 +300,17 @@ def test_keras_branching_functional_file(keras, tmp_path):
     rng = np.random.default_rng(4)
     x = [rng.standard_normal((3, 4)).astype(np.float32) for _ in range(2)]
     _compare(km, dm, x, tmp_path, "branching")
+
+
+def test_keras_nested_models_file(keras, tmp_path):
+    def build(L, Input, Model, Sequential):
+        inp = Input((4,))
+        sub_in = Input((4,))
+        sub = Model(sub_in, L.Dense(3, activation="tanh")(L.Dense(5)(sub_in)))
+        seq = Sequential([Input((3,)), L.Dense(2)])
+        return Model(inp, seq(sub(L.Dense(4)(inp))))
+
+    km = build(keras.layers, keras.Input, keras.Model, keras.Sequential)
+    dm = build(layers, layers.Input, dlx.Model, dlx.Sequential)
+    x = np.random.default_rng(6).standard_normal((3, 4)).astype(np.float32)
+    _compare(km, dm, x, tmp_path, "nested")

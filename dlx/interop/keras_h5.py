@@ -157,6 +157,13 @@ def keras_layer_order(model):
     return [layer for _, layer in ranked]
 
 
+def _keras_class_name(layer):
+    # a functional dlx.Model is Keras's class Functional (keras.Model(inputs, outputs))
+    if type(layer).__name__ == "Model" and getattr(layer, "_functional", False):
+        return "Functional"
+    return type(layer).__name__
+
+
 def _collect(model, group, path, out):
     """Append ``(layer, arrays)`` for every layer with weights of ``model`` (in order)."""
     from ..models.model import Model
@@ -165,7 +172,7 @@ def _collect(model, group, path, out):
     used = {}
     # like Keras's model.layers: a Sequential's leaves out its InputLayer, a functional's not
     for layer in keras_layer_order(model):
-        key = _unique(keras_snake_case(type(layer).__name__), used)
+        key = _unique(keras_snake_case(_keras_class_name(layer)), used)
         if not layer.weights:
             continue
         sub = _child(layers_group, key, path, layer, "its place in the model's layer order")
