@@ -474,3 +474,19 @@ def test_weights_that_disagree_with_the_manifest(tmp_path, valid_file):
     config["config"]["layers"][0]["config"]["units"] = 7
     with pytest.raises(ModelFileError, match="architectures differ"):
         load_bytes(tmp_path, repack({**entries, "config.json": json.dumps(config).encode()}))
+
+
+def test_zero_dimensional_weights_keep_their_shape(tmp_path):
+    class Scalar(layers.Layer):
+        def build(self, input_shape):
+            self.scale = self.add_weight("scale", (), initializer="ones")
+
+        def call(self, x):
+            return x * self.scale
+
+    model = dlx.Sequential([layers.Dense(2, input_shape=(3,)), Scalar()])
+    model.set_weights([w + 0.5 for w in model.get_weights()])
+    model.save(tmp_path / "s.dlx")
+    loaded = dlx.load_model(tmp_path / "s.dlx", custom_objects={"Scalar": Scalar})
+    assert loaded.get_weights()[2].shape == ()
+    assert_same_weights(model, loaded)

@@ -83,7 +83,7 @@ def _npz_bytes(arrays, label):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
         for name, array in arrays.items():
-            array = np.ascontiguousarray(array)
+            array = np.asarray(array)  # (ascontiguousarray would make 0-d arrays 1-d)
             if array.dtype.kind not in _NUMERIC_KINDS or array.dtype.fields is not None:
                 raise TypeError(
                     f"{label}: array {name!r} has dtype {array.dtype}; only numbers are saved"
