@@ -394,11 +394,6 @@ def test_attention_model_save_load(backend, tmp_path):
     _save_load_roundtrip(_attention_model({}), tmp_path)
 
 
-@pytest.mark.xfail(
-    reason="saving.py writes 0-d weights (Attention's scalar 'scale') as shape (1,): "
-    "np.ascontiguousarray makes 0-d arrays 1-d",
-    strict=False,
-)
 def test_attention_model_with_scalar_weights_save_load(tmp_path):
     dlx.set_backend("numpy")
     _save_load_roundtrip(_attention_model({"use_scale": True, "score_mode": "concat"}), tmp_path)
