@@ -490,3 +490,41 @@ def test_zero_dimensional_weights_keep_their_shape(tmp_path):
     loaded = dlx.load_model(tmp_path / "s.dlx", custom_objects={"Scalar": Scalar})
     assert loaded.get_weights()[2].shape == ()
     assert_same_weights(model, loaded)
+
+
+def test_compile_settings_that_cannot_be_named_are_left_out_with_a_warning(tmp_path):
+    x, y = data()
+
+    def my_loss(y_true, y_pred):
+        return dlx.losses.get("sparse_categorical_crossentropy")(y_true, y_pred)
+
+    model = mlp()
+    model.compile(optimizer="adam", loss=my_loss)
+    model.fit(x, y, epochs=1, verbose=0)
+    with pytest.warns(UserWarning, match="compile\\(\\) settings are not saved"):
+        model.save(tmp_path / "m.dlx")
+    loaded = dlx.load_model(tmp_path / "m.dlx")
+    assert not loaded.compiled and loaded.optimizer.iterations == model.optimizer.iterations
+    loaded.compile(optimizer=loaded.optimizer, loss=my_loss)  # continues with the saved moments
+    loaded.fit(x, y, epochs=1, verbose=0)
+
+
+def test_include_optimizer_false_and_compile_false(tmp_path):
+    x, y = data()
+    model = mlp()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=1, verbose=0)
+    model.save(tmp_path / "bare.dlx", include_optimizer=False)
+    with zipfile.ZipFile(tmp_path / "bare.dlx") as archive:
+        assert "optimizer.json" not in archive.namelist()
+    assert not dlx.load_model(tmp_path / "bare.dlx").compiled
+    model.save(tmp_path / "full.dlx")
+    assert dlx.load_model(tmp_path / "full.dlx", compile=False).optimizer is None
+
+
+def test_unknown_loss_name_in_training_json(tmp_path, valid_file):
+    entries = entries_of(valid_file)
+    training = json.loads(entries["training.json"])
+    training["compile"]["loss"] = "quadratic_wishes"
+    with pytest.raises(ModelFileError, match="compile settings are invalid.*quadratic_wishes"):
+        load_bytes(tmp_path, repack({**entries, "training.json": json.dumps(training).encode()}))

@@ -551,6 +551,24 @@ def _loss_from_spec(spec):
     return spec
 
 
+def _check_compile_names(config):
+    """Resolve every loss and metric named in the compile settings now, not at fit time."""
+
+    def leaves(spec):
+        if isinstance(spec, dict) and "class_name" not in spec:
+            return [leaf for value in spec.values() for leaf in leaves(value)]
+        if isinstance(spec, list):
+            return [leaf for value in spec for leaf in leaves(value)]
+        return [spec]
+
+    for spec in leaves(config.get("loss")):
+        if spec is not None:
+            losses_module.get(spec)
+    for spec in leaves(config.get("metrics")):
+        if spec is not None:
+            metrics_module.get(_metric_from_spec(spec))
+
+
 def _optimizer_from_config(path, config, custom_objects):
     from .serialization import _CUSTOM
 
@@ -670,16 +688,7 @@ def load_model(
         _fail(path, "config.json must be a dict")
     try:
         model = deserialize_layer(config, custom_objects)
-    except (
-        ValueError,
-        TypeError,
-        KeyError,
-        IndexError,
-        AttributeError,
-        RecursionError,
-        MemoryError,
-        OverflowError,
-    ) as error:
+    except Exception as error:  # untrusted config: any failure to build means a bad file
         raise ModelFileError(
             f"{path!r}: config.json does not describe a model dlx can build: "
             f"{type(error).__name__}: {error}"
@@ -697,19 +706,20 @@ def load_model(
             optimizer = _restore_optimizer(path, model, entries, custom_objects, max_bytes)
         except ModelFileError:
             raise
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
+        except Exception as error:  # untrusted optimizer config or state
             raise ModelFileError(
                 f"{path!r}: optimizer state cannot be restored: {error}"
             ) from error
         if isinstance(compile_config, dict):
             try:
+                _check_compile_names(compile_config)
                 model.compile(
                     optimizer=optimizer,
                     loss=_loss_from_spec(compile_config.get("loss")),
                     metrics=_metric_from_spec(compile_config.get("metrics")),
                     loss_weights=compile_config.get("loss_weights"),
                 )
-            except (ValueError, TypeError, KeyError) as error:
+            except Exception as error:  # untrusted compile settings
                 raise ModelFileError(
                     f"{path!r}: training.json compile settings are invalid: {error}"
                 ) from error
