@@ -54,7 +54,7 @@ class CupyBackend(Backend):
     def from_host(self, value):
         return self.cupy.asarray(value)
 
-    def to_numpy(self, array):
+    def to_numpy(self, array, copy=False):  # a device-to-host transfer always copies
         return self.cupy.asnumpy(array)
 
     def synchronize(self):

@@ -26,5 +26,5 @@ class NumpyBackend(Backend):
     def from_host(self, value):
         return np.asarray(value)
 
-    def to_numpy(self, array):
-        return np.asarray(array)
+    def to_numpy(self, array, copy=False):
+        return np.array(array, copy=True) if copy else np.asarray(array)

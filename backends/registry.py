@@ -97,7 +97,8 @@ class Backend:
                     f"backend (device {self.device}): {error}"
                 ) from error
 
-    def to_numpy(self, array):
+    def to_numpy(self, array, copy=False):
+        """``array`` as a host NumPy array; ``copy=True`` guarantees it shares no memory."""
         raise NotImplementedError
 
     def owns(self, array):

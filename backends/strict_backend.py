@@ -28,5 +28,5 @@ class StrictBackend(Backend):
             value = value.astype(np.float32)
         return self.xp.asarray(value)
 
-    def to_numpy(self, array):
+    def to_numpy(self, array, copy=False):
         return np.from_dlpack(array).copy()

@@ -148,3 +148,21 @@ def test_activity_regularizer_adds_penalty_in_training(backend):
     layer.clear_losses()
     layer(np.ones((4, 3), dtype=np.float32))
     assert layer.losses == []
+
+
+def test_get_weights_is_a_snapshot(backend):
+    model = dlx.Sequential([layers.Dense(2, input_shape=(3,))])
+    model.compile(optimizer="adam", loss="mse")
+    before = model.get_weights()
+    kept = [w.copy() for w in before]
+    model.train_on_batch(np.ones((4, 3), dtype=np.float32), np.zeros((4, 2), dtype=np.float32))
+    for a, b in zip(before, kept):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(model.get_weights()[0], kept[0])
+
+
+def test_sequential_shape_probe_leaves_batch_norm_statistics_alone(backend):
+    bn = layers.BatchNormalization()
+    model = dlx.Sequential([layers.Dense(3), bn])
+    model(layers.Input((4,)), training=True)
+    np.testing.assert_array_equal(bn.get_weights()[3], np.ones(3))  # moving variance untouched

@@ -11,30 +11,13 @@ moving_mean ``(C,)``, moving_variance ``(C,)`` — the last two non-trainable;
 ``C`` is the shape of the ``axis`` dimensions (a tuple for several axes).
 """
 
-import contextlib
 
 from .. import initializers, regularizers
 from ..autograd import no_grad
 from ..ops._util import normalize_axes
 from ..ops.normalization import batch_normalization, moving_average_update
+from .input_layer import in_shape_probe
 from .layer import InputSpec, Layer
-
-_SYMBOLIC_CALLS = [0]
-
-
-@contextlib.contextmanager
-def shape_probe():
-    """Inside this block BatchNormalization layers leave their moving statistics alone.
-
-    A call on symbolic inputs (functional API) finds output shapes by running the layer
-    on zeros; with ``training=True`` that run must not count as a batch of data.
-    """
-    _SYMBOLIC_CALLS[0] += 1
-    try:
-        yield
-    finally:
-        _SYMBOLIC_CALLS[0] -= 1
-
 
 def _check_axis(layer, axis):
     items = axis if isinstance(axis, (list, tuple)) else [axis]
@@ -119,14 +102,6 @@ class BatchNormalization(Layer):
         self.gamma_regularizer = regularizers.get(gamma_regularizer)
         self.synchronized = synchronized  # one device: nothing to synchronize
 
-    def __call__(self, inputs, *args, **kwargs):
-        from .layer import _is_symbolic
-
-        if _is_symbolic(inputs):
-            with shape_probe():
-                return super().__call__(inputs, *args, **kwargs)
-        return super().__call__(inputs, *args, **kwargs)
-
     def build(self, input_shape):
         self._axes = feature_axes(self, self.axis, input_shape)
         shape = tuple(input_shape[a] for a in self._axes)
@@ -155,7 +130,7 @@ class BatchNormalization(Layer):
             y, mean, variance = batch_normalization(
                 inputs, self.gamma, self.beta, self._axes, self.epsilon, return_statistics=True
             )
-            if _SYMBOLIC_CALLS[0]:
+            if in_shape_probe():
                 return y  # a shape probe, not data
             with no_grad():
                 m = self.momentum

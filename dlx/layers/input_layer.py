@@ -7,10 +7,33 @@ Output shapes are found by running the layer once on zeros of batch size 1
 as None (other than the batch axis) are found by a second probe.
 """
 
+import contextlib
+
 from ..autograd import Tensor, no_grad
 from ..backends import get_backend
 from ..config import floatx
 from .layer import Layer, unique_name
+
+
+_SHAPE_PROBES = [0]
+
+
+@contextlib.contextmanager
+def shape_probe():
+    """Marks the zero-input runs that find output shapes: they are not data.
+
+    Layers with state updated by data (BatchNormalization's moving statistics)
+    check :func:`in_shape_probe` and leave it alone.
+    """
+    _SHAPE_PROBES[0] += 1
+    try:
+        yield
+    finally:
+        _SHAPE_PROBES[0] -= 1
+
+
+def in_shape_probe():
+    return _SHAPE_PROBES[0] > 0
 
 
 class Node:
@@ -107,7 +130,7 @@ def _run(layer, shapes, fill, args, kwargs, dtypes):
             return [make(si, di) for si, di in zip(s, d)]
         return _dummy(s, fill, d)
 
-    with no_grad():
+    with no_grad(), shape_probe():
         outputs = layer(make(shapes, dtypes), *args, **kwargs)
     if isinstance(outputs, (list, tuple)):
         return [tuple(o.shape) for o in outputs]

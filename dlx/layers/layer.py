@@ -292,8 +292,9 @@ class Layer:
         return [w for w in self.weights if id(w) not in trainable]
 
     def get_weights(self):
-        """The weights as host NumPy arrays, in Keras order and shapes."""
-        return [w.backend.to_numpy(w.value) for w in self.weights]
+        """The weights as host NumPy arrays (copies), in Keras order and shapes."""
+        # copies: training updates weights in place, a snapshot must not change with them
+        return [w.backend.to_numpy(w.value, copy=True) for w in self.weights]
 
     def set_weights(self, values):
         weights = self.weights

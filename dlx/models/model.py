@@ -169,11 +169,6 @@ class Model(Trainer, Layer):
             inputs = self._inputs_from_dict(inputs)
         if not getattr(self, "_functional", False) and not self.built and not _is_symbolic(inputs):
             self.built = True  # subclassed: layers build themselves inside call
-        if _is_symbolic(inputs):
-            from ..layers.batch_normalization import shape_probe
-
-            with shape_probe():  # the shape probe on zeros must not update moving statistics
-                return super().__call__(inputs, *args, training=training, mask=mask, **kwargs)
         return super().__call__(inputs, *args, training=training, mask=mask, **kwargs)
 
     def _check_inputs(self, inputs):
