@@ -137,9 +137,10 @@ def _format_duration(seconds):
 class ProgbarLogger(Callback):
     """Keras-style progress: ``Epoch 1/5`` then ``32/32 [=====] 1s 3ms/step - loss: ...``.
 
-    On a terminal (``verbose=1``) the bar redraws in place at most every 0.1 s;
-    when output is not a terminal (a file, a CI log) or ``verbose=2`` it prints
-    one line per epoch.
+    On a terminal or in a Jupyter notebook (``verbose=1``) the bar redraws in
+    place at most every ``interval`` seconds; when output is not a terminal (a
+    file, a CI log) or ``verbose=2`` it prints one plain line per epoch, without
+    carriage returns or escape codes.
     """
 
     def __init__(self, verbose=1, stream=None, interval=0.1):
@@ -153,7 +154,26 @@ class ProgbarLogger(Callback):
 
     def _interactive(self):
         out = self._out()
-        return self.verbose == 1 and hasattr(out, "isatty") and out.isatty()
+        if self.verbose != 1:
+            return False
+        return bool(getattr(out, "isatty", None) and out.isatty()) or self._notebook()
+
+    def _notebook(self):
+        """Writing to stdout inside a Jupyter kernel (it honours ``\\r`` but not all escapes)."""
+        if self.stream is not None and self.stream is not sys.stdout:
+            return False
+        shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+        return type(shell).__name__ == "ZMQInteractiveShell"
+
+    def _redraw(self, line, end=""):
+        # erase the rest of the previous, possibly longer, line
+        if self._notebook():
+            padding = " " * max(getattr(self, "_last_length", 0) - len(line), 0)
+            self._out().write("\r" + line + padding + end)
+        else:
+            self._out().write("\r" + line + "\033[K" + end)
+        self._last_length = 0 if end else len(line)
+        self._out().flush()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = self.last_draw = time.perf_counter()
@@ -176,11 +196,10 @@ class ProgbarLogger(Callback):
             timing = f"ETA: {_format_duration(eta)}"
         else:
             timing = _format_duration(elapsed)
-        line = f"\r{self._bar(done)} {timing}"
+        line = f"{self._bar(done)} {timing}"
         if logs:
             line += " - " + _format_logs(logs)
-        self._out().write(line + "\033[K")
-        self._out().flush()
+        self._redraw(line)
 
     def _bar(self, done, width=20):
         total = self.steps or done
@@ -198,9 +217,11 @@ class ProgbarLogger(Callback):
         line = f"{self._bar(steps)} {_format_duration(elapsed)} {per_step * 1000:.0f}ms/step"
         if logs:
             line += " - " + _format_logs(logs)
-        prefix = "\r" if self._interactive() else ""
-        self._out().write(prefix + line + ("\033[K" if prefix else "") + "\n")
-        self._out().flush()
+        if self._interactive():
+            self._redraw(line, end="\n")
+        else:
+            self._out().write(line + "\n")
+            self._out().flush()
 
 
 class TerminateOnNaN(Callback):

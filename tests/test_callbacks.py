@@ -4,6 +4,7 @@ import csv
 import io
 import math
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -492,3 +493,22 @@ def test_callbacks_and_checkpoints_example_smoke(tmp_path):
     history, same = module.main(str(tmp_path), epochs=3, verbose=0)
     assert same and len(history.epoch) == 3
     assert {"best.dlx", "last.dlx", "log.csv", "resume.dlx"} <= set(os.listdir(tmp_path))
+
+
+def test_progress_bar_redraws_in_a_notebook_without_escape_codes(monkeypatch, capsys):
+    import types
+
+    class ZMQInteractiveShell:  # what IPython's get_ipython() returns in a Jupyter kernel
+        pass
+
+    monkeypatch.setitem(
+        sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: ZMQInteractiveShell())
+    )
+    m = model()
+    x, y = data(64)
+    m.fit(
+        x, y, epochs=1, batch_size=8, verbose=0, callbacks=[callbacks.ProgbarLogger(1, interval=0)]
+    )
+    out = capsys.readouterr().out
+    assert out.count("\r") >= 8 and "\033" not in out and "ETA" in out
+    assert out.endswith("\n") and out.splitlines()[0] == "Epoch 1/1"
