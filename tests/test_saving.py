@@ -528,3 +528,33 @@ def test_unknown_loss_name_in_training_json(tmp_path, valid_file):
     training["compile"]["loss"] = "quadratic_wishes"
     with pytest.raises(ModelFileError, match="compile settings are invalid.*quadratic_wishes"):
         load_bytes(tmp_path, repack({**entries, "training.json": json.dumps(training).encode()}))
+
+
+def test_functional_graphs_nested_models_shared_layers_dict_inputs_outputs(tmp_path):
+    # nested models as layers
+    seq = dlx.Sequential([layers.Dense(4, input_shape=(3,)), layers.Dense(2)])
+    inner_in = layers.Input((2,))
+    inner = dlx.Model(inner_in, layers.Dense(2, activation="tanh")(inner_in), name="inner")
+    inp = layers.Input((3,))
+    shared = layers.Dense(2, name="shared")
+    h = inner(seq(inp))
+    out = layers.Add()([shared(h), shared(shared(h))])  # one layer called three times
+    model = dlx.Model(inp, out)
+    model.save(tmp_path / "nested.dlx")
+    loaded = dlx.load_model(tmp_path / "nested.dlx")
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype("float32")
+    np.testing.assert_array_equal(dlx.to_numpy(loaded.predict(x)), dlx.to_numpy(model.predict(x)))
+    assert len(loaded.weights) == len(model.weights) == 4 + 2 + 2
+    # dict inputs and outputs, loss weights per output
+    a, b = layers.Input((3,), name="a"), layers.Input((2,), name="b")
+    h = layers.Concatenate()([a, b])
+    io_model = dlx.Model({"a": a, "b": b}, {"y1": layers.Dense(1)(h), "y2": layers.Dense(2)(h)})
+    io_model.compile("adam", {"y1": "mse", "y2": "mae"}, loss_weights={"y1": 1.0, "y2": 0.5})
+    xs = {"a": np.ones((4, 3), "float32"), "b": np.ones((4, 2), "float32")}
+    ys = {"y1": np.ones((4, 1), "float32"), "y2": np.zeros((4, 2), "float32")}
+    io_model.fit(xs, ys, verbose=0)
+    io_model.save(tmp_path / "io.dlx")
+    io_loaded = dlx.load_model(tmp_path / "io.dlx")
+    predicted = io_loaded.predict(xs)
+    assert sorted(predicted) == ["y1", "y2"]
+    assert io_loaded.evaluate(xs, ys, verbose=0) == io_model.evaluate(xs, ys, verbose=0)
