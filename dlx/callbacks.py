@@ -17,11 +17,14 @@ writes one CSV row per epoch (header ``epoch,<sorted metric names>``).
 """
 
 import csv
+import io
 import math
 import os
 import sys
 import time
 import warnings
+
+from .io import atomic_write
 
 
 class Callback:
@@ -577,44 +580,46 @@ class ReduceLROnPlateau(_MonitorCallback):
 
 
 class CSVLogger(Callback):
-    """Append one CSV row per epoch to ``filename``: ``epoch`` (0-based, as Keras) then the
+    """Write one CSV row per epoch to ``filename``: ``epoch`` (0-based, as Keras) then the
     logged values in sorted key order; ``val_*`` columns are added when none are logged.
 
-    ``append=True`` continues an existing file (its header is kept). Rows are
-    flushed after each epoch, so the file can be read while training runs.
+    ``append=True`` continues an existing file (its header is kept). After every
+    epoch the whole file is rewritten crash-safely (temporary file, fsync, rename),
+    so it can be read while training runs and a crash never leaves a torn row.
     """
 
     def __init__(self, filename, separator=",", append=False):
         super().__init__()
         self.filename, self.sep, self.append = os.fspath(filename), separator, append
-        self.writer = self.keys = self.csv_file = None
+        self.writer = self.keys = None
         self.append_header = True
+        self._prefix, self._rows = "", None
 
     def on_train_begin(self, logs=None):
-        mode = "w"
-        self.append_header = True
-        if self.append:
-            if os.path.exists(self.filename):
-                with open(self.filename, encoding="utf-8", newline="") as f:
-                    self.append_header = not f.readline()
-            mode = "a"
-        if self.csv_file is not None and not self.csv_file.closed:
-            self.csv_file.close()
+        self._prefix = ""
+        if self.append and os.path.exists(self.filename):
+            with open(self.filename, encoding="utf-8", newline="") as f:
+                self._prefix = f.read()
+            if self._prefix and not self._prefix.endswith("\n"):
+                self._prefix += "\r\n"
+        self.append_header = not self._prefix.split("\n", 1)[0].strip()
         folder = os.path.dirname(self.filename)
         if folder:
             os.makedirs(folder, exist_ok=True)
-        self.csv_file = open(self.filename, mode, encoding="utf-8", newline="")  # noqa: SIM115
+        self._rows = io.StringIO()
         self.writer = self.keys = None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
+        if self._rows is None:  # used without on_train_begin
+            self.on_train_begin()
         if self.keys is None:
             self.keys = sorted(logs)
             if self.keys and not any(k.startswith("val_") for k in self.keys):
                 self.keys += [f"val_{k}" for k in self.keys]
         if self.writer is None:
             self.writer = csv.DictWriter(
-                self.csv_file,
+                self._rows,
                 fieldnames=["epoch"] + self.keys,
                 delimiter=self.sep,
                 extrasaction="ignore",
@@ -626,11 +631,10 @@ class CSVLogger(Callback):
             value = logs.get(key, "NA")
             row[key] = value if isinstance(value, str) else _csv_value(value)
         self.writer.writerow(row)
-        self.csv_file.flush()
+        with atomic_write(self.filename, "w", encoding="utf-8", newline="") as handle:
+            handle.write(self._prefix + self._rows.getvalue())
 
     def on_train_end(self, logs=None):
-        if self.csv_file is not None and not self.csv_file.closed:
-            self.csv_file.close()
         self.writer = None
 
 
