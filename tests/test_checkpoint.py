@@ -39,13 +39,29 @@ def fresh_model():
 FIT = dict(batch_size=16, validation_split=0.25, shuffle=True, verbose=0)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "sgd"])
+OPTIMIZERS = {
+    "adam": lambda: "adam",
+    "rmsprop": lambda: "rmsprop",
+    "sgd_momentum_decay_schedule": lambda: dlx.optimizers.SGD(
+        dlx.optimizers.schedules.ExponentialDecay(0.1, decay_steps=3, decay_rate=0.5),
+        momentum=0.9,
+        nesterov=True,
+    ),
+    "adamw_clipnorm": lambda: dlx.optimizers.AdamW(3e-3, clipnorm=0.5),
+}
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 def test_resume_from_checkpoint_equals_uninterrupted_training(backend, tmp_path, optimizer):
     x, y = data()
 
-    def model_with(opt):
+    def model_with(name):
         model = fresh_model()
-        model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.compile(
+            optimizer=OPTIMIZERS[name](),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
         return model
 
     uninterrupted = model_with(optimizer)
