@@ -361,6 +361,70 @@ def test_recurrent_variants(tmp_path):
         check(model, x, tmp_path)
 
 
+def padded_tokens(batch=4, steps=7, vocab=12, seed=3):
+    """Token ids with zero padding at the end, at the start and in the middle."""
+    tokens = np.random.default_rng(seed).integers(1, vocab, (batch, steps))
+    tokens[0, 4:] = 0
+    tokens[1, :3] = 0
+    tokens[2, 2] = tokens[2, 5] = 0
+    return tokens.astype(np.float32)
+
+
+@pytest.mark.parametrize("cell", ["SimpleRNN", "LSTM", "GRU"])
+def test_masked_recurrent_layers(cell, tmp_path):
+    dlx.set_seed(0)
+    cls = getattr(layers, cell)
+    tokens = padded_tokens()
+    for kwargs in ({}, {"return_sequences": True, "go_backwards": True}, {"return_state": True}):
+        inp = layers.Input((7,))
+        x = layers.Embedding(12, 5, mask_zero=True)(inp)
+        x = layers.Dropout(0.1)(x)  # passes the mask on
+        out = cls(4, **kwargs)(x)
+        check(dlx.Model(inp, out), tokens, tmp_path)
+    if cell == "GRU":
+        model = dlx.Sequential(
+            [
+                layers.Input((7,)),
+                layers.Embedding(12, 5, mask_zero=True),
+                layers.GRU(3, reset_after=False, return_sequences=True),
+                layers.GRU(2),
+            ]
+        )
+        check(model, tokens, tmp_path)
+
+
+def test_masking_layer_and_unrolled_activations(tmp_path):
+    dlx.set_seed(0)
+    x = normal(3, 6, 4)
+    x[0, 4:] = 0.0
+    x[1, :2] = 0.0
+    model = dlx.Sequential(
+        [
+            layers.Input((6, 4)),
+            layers.Masking(),
+            layers.LSTM(3, return_sequences=True),
+            layers.SimpleRNN(3, activation="selu"),
+        ]
+    )
+    check(model, x, tmp_path)
+    for layer in (
+        layers.LSTM(3, activation="relu6", recurrent_activation="exponential"),
+        layers.GRU(3, activation="selu"),
+    ):
+        check(dlx.Sequential([layers.Input((6, 4)), layer]), x * 0.3, tmp_path)
+
+
+def test_masks_reach_attention_and_bidirectional(tmp_path):
+    dlx.set_seed(0)
+    inp = layers.Input((7,))
+    emb = layers.Embedding(12, 8, mask_zero=True)(inp)
+    att = layers.MultiHeadAttention(2, 4)(emb, emb)
+    seq = layers.Bidirectional(layers.LSTM(3, return_sequences=True))(emb)
+    dot = layers.Attention()([seq, seq])
+    last = layers.Bidirectional(layers.GRU(2))(emb)
+    check(dlx.Model(inp, [att, dot, last]), padded_tokens(), tmp_path)
+
+
 def test_stacked_recurrent_model_with_states(tmp_path):
     dlx.set_seed(0)
     inp = layers.Input((5, 3))
@@ -374,12 +438,19 @@ def test_stacked_recurrent_model_with_states(tmp_path):
 def test_variable_length_sequences(tmp_path):
     dlx.set_seed(0)
     model = dlx.Sequential(
-        [layers.Input((None, 3)), layers.LSTM(4, return_sequences=True), layers.GRU(2)]
+        [
+            layers.Input((None, 3)),
+            layers.Conv1D(4, 3, strides=2, padding="same"),  # pads found at run time
+            layers.MaxPooling1D(2, padding="same"),
+            layers.Conv1D(3, 2, padding="causal"),
+            layers.LSTM(4, return_sequences=True),
+            layers.GRU(2),
+        ]
     )
     randomize(model)
     path = tmp_path / "m.onnx"
     dlx.onnx.export(model, path)
-    for steps in (2, 9):
+    for steps in (5, 9, 12):
         x = normal(2, steps, 3, seed=steps)
         np.testing.assert_allclose(
             run_onnx(path, [x])[0], model.predict(x, verbose=0), rtol=RTOL, atol=ATOL
@@ -520,8 +591,12 @@ def test_opset_18_reduce_axes_as_inputs(tmp_path):
 
 
 def test_unsupported_layer_is_named(tmp_path):
-    model = dlx.Sequential([layers.Input((4, 3)), layers.Masking(name="pad"), layers.Flatten()])
-    with pytest.raises(UnsupportedLayerError, match=r"'pad' \(Masking\)"):
+    class Clip(layers.Layer):  # a user layer: its call() is Python, no converter
+        def call(self, x):
+            return dlx.ops.minimum(x, 1.0)
+
+    model = dlx.Sequential([layers.Input((4, 3)), layers.Flatten(), Clip(name="clip")])
+    with pytest.raises(UnsupportedLayerError, match=r"'clip' \(Clip\): no ONNX converter"):
         dlx.onnx.export(model, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
     assert issubclass(UnsupportedLayerError, NotImplementedError)
@@ -534,14 +609,19 @@ def test_unsupported_activation_and_mask_and_state_are_named():
     with pytest.raises(UnsupportedLayerError, match="'odd' \\(Dense\\): activation"):
         dlx.onnx.export(model)
     model = dlx.Sequential(
-        [layers.Input((5,)), layers.Embedding(9, 3, mask_zero=True), layers.LSTM(2, name="rnn")]
+        [layers.Input((None,)), layers.Embedding(9, 3, mask_zero=True), layers.LSTM(2, name="rnn")]
     )
-    with pytest.raises(UnsupportedLayerError, match="'rnn' \\(LSTM\\).*mask"):
+    with pytest.raises(UnsupportedLayerError, match="'rnn' \\(LSTM\\).*mask.*time steps"):
         dlx.onnx.export(model)
     model = dlx.Sequential(
-        [layers.Input((5, 2)), layers.SimpleRNN(2, activation="selu", name="srnn")]
+        [layers.Input((None, 2)), layers.SimpleRNN(2, activation="selu", name="srnn")]
     )
     with pytest.raises(UnsupportedLayerError, match="'srnn' \\(SimpleRNN\\).*selu"):
+        dlx.onnx.export(model)
+    model = dlx.Sequential(
+        [layers.Input((5, 2), batch_size=2), layers.GRU(2, stateful=True, name="carry")]
+    )
+    with pytest.raises(UnsupportedLayerError, match="'carry' \\(GRU\\): stateful"):
         dlx.onnx.export(model)
 
 

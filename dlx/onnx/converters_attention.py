@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from ..ops.attention import LARGE_NEGATIVE
-from .export import register_converter, reject_mask, unsupported
+from .export import register_converter, unsupported
 
 
 def _project(ctx, x, kernel, bias, heads, depth, hint):
@@ -29,7 +29,6 @@ def convert_multi_head_attention(layer, inputs, ctx):
     given = dict(zip(slots, inputs))
     query, value = given["query"], given["value"]
     key = given.get("key", value)
-    reject_mask(layer, [query, value, key])
     heads, kd, vd = layer.num_heads, layer.key_dim, layer.value_dim
     weights = list(layer.get_weights())
 
@@ -52,7 +51,7 @@ def convert_multi_head_attention(layer, inputs, ctx):
     scores = ctx.op("MatMul", [q, k], "scores")
     scores = ctx.op("Mul", [scores, ctx.scalar(1.0 / math.sqrt(kd), "scale")], "scaled")
 
-    mask = _mask(layer, ctx, given, query, value)
+    mask = _mask(layer, ctx, given, query, value, key)
     if mask is not None:
         scores = ctx.op("Where", [mask, scores, ctx.scalar(LARGE_NEGATIVE, "neg")], "masked")
     probs = ctx.op("Softmax", [scores], "probs", axis=-1)
@@ -66,18 +65,23 @@ def convert_multi_head_attention(layer, inputs, ctx):
     return out
 
 
-def _mask(layer, ctx, given, query, value):
-    """Boolean ``(B or 1, 1, Tq, Tv)`` mask from every source dlx combines, or None."""
+def _mask(layer, ctx, given, query, value, key):
+    """Boolean ``(B or 1, 1, Tq, Tv)`` mask from every source dlx combines, or None:
+    the explicit masks, else the masks the inputs carry (Embedding(mask_zero=True) ...)."""
     mask = None
 
     def combine(new):
         return new if mask is None else ctx.op("And", [mask, new], "mask_and")
 
-    if "query_mask" in given:
-        mask = combine(ctx.unsqueeze(_bool(ctx, given["query_mask"].name), [2]))  # (B, Tq, 1)
-    for name in ("value_mask", "key_mask"):
-        if name in given:
-            mask = combine(ctx.unsqueeze(_bool(ctx, given[name].name), [1]))  # (B, 1, Tv)
+    carried = {
+        "query_mask": query.mask,
+        "value_mask": value.mask,
+        "key_mask": key.mask if key is not value else None,
+    }
+    for name, axis in (("query_mask", 2), ("value_mask", 1), ("key_mask", 1)):
+        source = _bool(ctx, given[name].name) if name in given else carried[name]
+        if source is not None:  # query mask (B, Tq, 1), value/key masks (B, 1, Tv)
+            mask = combine(ctx.unsqueeze(source, [axis]))
     if ctx.call_kwargs.get("use_causal_mask"):
         tq, tv = query.shape[1], value.shape[1]
         if tq is None or tv is None:
@@ -98,9 +102,10 @@ def _mask(layer, ctx, given, query, value):
 @register_converter("Attention")
 def convert_attention(layer, inputs, ctx):
     """Keras's dot-product / additive attention layer, as dlx computes it."""
-    reject_mask(layer, inputs)
     if ctx.call_kwargs.get("mask") is not None:
-        raise unsupported(layer, "a mask argument is not supported")
+        raise unsupported(
+            layer, "a mask argument is not supported (masks carried by the inputs are)"
+        )
     query, value = inputs[0], inputs[1]
     key = inputs[2] if len(inputs) > 2 else value
     weights = list(layer.get_weights())
@@ -118,6 +123,7 @@ def convert_attention(layer, inputs, ctx):
             summed = ctx.op("Mul", [summed, ctx.const(scale, "scale")], "scaled")
         scores = ctx.reduce("ReduceSum", ctx.op("Tanh", [summed], "tanh"), [-1], keepdims=False)
         scores = ctx.op("Mul", [scores, ctx.const(weights.pop(0), "concat_score_weight")], "scores")
+    mask = None if value.mask is None else ctx.unsqueeze(value.mask, [1])  # (B, 1, Tv)
     if ctx.call_kwargs.get("use_causal_mask"):
         tq, tv = query.shape[1], value.shape[1]
         if tq is None or tv is None:
@@ -126,18 +132,19 @@ def convert_attention(layer, inputs, ctx):
                 f"use_causal_mask needs known sequence lengths; query {query.shape}, "
                 f"value {value.shape}",
             )
-        causal = np.arange(tq)[:, None] >= np.arange(tv)[None, :]
-        scores = ctx.op(
-            "Where",
-            [
-                ctx.const(causal, "causal_mask", dtype=np.bool_),
-                scores,
-                ctx.scalar(LARGE_NEGATIVE, "neg"),
-            ],
-            "masked",
+        causal = ctx.const(
+            np.arange(tq)[:, None] >= np.arange(tv)[None, :], "causal_mask", dtype=np.bool_
         )
+        mask = causal if mask is None else ctx.op("And", [mask, causal], "mask_and")
+    if mask is not None:
+        scores = ctx.op("Where", [mask, scores, ctx.scalar(LARGE_NEGATIVE, "neg")], "masked")
     probs = ctx.op("Softmax", [scores], "probs", axis=-1)
+    if mask is not None and layer.score_mode == "dot":  # dot scores go through dlx's SDPA
+        probs = ctx.op("Where", [mask, probs, ctx.scalar(0.0, "zero")], "masked_probs")
     out = ctx.op("MatMul", [probs, value.name], "attended")
+    if query.mask is not None:  # masked queries output zeros
+        keep = ctx.op("Cast", [ctx.unsqueeze(query.mask, [-1])], "keep", to=ctx.onnx_dtype)
+        out = ctx.op("Mul", [out, keep], "query_masked")
     if ctx.call_kwargs.get("return_attention_scores"):
         return [out, probs]
     return out

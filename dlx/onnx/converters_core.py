@@ -113,7 +113,26 @@ def convert_reshape(layer, inputs, ctx):
 def convert_embedding(layer, inputs, ctx):
     (table,) = layer.get_weights()
     indices = ctx.op("Cast", [inputs[0].name], "indices", to=ctx.TensorProto.INT64)
+    if layer.mask_zero:  # index 0 is padding: the mask is indices != 0
+        zero = ctx.const(np.zeros((), np.int64), "zero", dtype=np.int64)
+        ctx.set_output_mask(ctx.op("Not", [ctx.op("Equal", [indices, zero], "is_pad")], "mask"))
     return ctx.op("Gather", [ctx.const(table, "embeddings"), indices], "embedding", axis=0)
+
+
+@register_converter("Masking")
+def convert_masking(layer, inputs, ctx):
+    # mask = any(x != mask_value, axis=-1); output x * mask (masked steps set to zero)
+    x = inputs[0].name
+    differs = ctx.op(
+        "Not",
+        [ctx.op("Equal", [x, ctx.scalar(layer.mask_value, "mask_value")], "equal")],
+        "differs",
+    )
+    keep = ctx.reduce(
+        "ReduceMax", ctx.op("Cast", [differs], "differs_f", to=ctx.onnx_dtype), [-1], keepdims=False
+    )
+    ctx.set_output_mask(ctx.op("Cast", [keep], "mask", to=ctx.TensorProto.BOOL))
+    return ctx.op("Mul", [x, ctx.unsqueeze(keep, [-1])], "masked")
 
 
 # ---------------------------------------------------------------------------

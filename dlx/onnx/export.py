@@ -46,12 +46,17 @@ def unsupported(layer, why):
 
 class Value:
     """One tensor of the ONNX graph: its ``name``, the static ``shape`` dlx knows (batch axis
-    None; None for unknown sizes) and whether it carries a Keras mask (``masked``)."""
+    None; None for unknown sizes) and the ONNX name of the Keras mask it carries (a boolean
+    ``(batch, timesteps)`` tensor from Embedding(mask_zero=True) or Masking), or None."""
 
-    def __init__(self, name, shape, masked=False):
+    def __init__(self, name, shape, mask=None):
         self.name = name
         self.shape = None if shape is None else tuple(shape)
-        self.masked = masked
+        self.mask = mask
+
+    @property
+    def masked(self):
+        return self.mask is not None
 
     @property
     def rank(self):
@@ -85,6 +90,7 @@ class ExportContext:
         self._names = set()
         self.call_kwargs = {}  # keyword arguments of the layer call being converted
         self.layer = None  # the layer being converted (names its nodes)
+        self.produced_mask = None  # set by converters of mask-making layers (set_output_mask)
 
     # -- names, constants, nodes ----------------------------------------------------
     def fresh(self, hint):
@@ -106,7 +112,8 @@ class ExportContext:
         elif array.dtype.kind == "f":
             array = array.astype(self.dtype)
         name = self.fresh(self._prefix(hint))
-        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        array = np.array(array, order="C", copy=True)  # (ascontiguousarray makes 0-d 1-d)
+        self.initializers.append(self.numpy_helper.from_array(array, name))
         return name
 
     def ints(self, values, hint="shape"):
@@ -156,6 +163,11 @@ class ExportContext:
             y = self.op("Add", [y, self.const(bias, "bias")], "bias_add")
         return y
 
+    def set_output_mask(self, name):
+        """For converters of layers that make a mask (Embedding(mask_zero=True), Masking):
+        the ONNX name of the boolean mask of the output."""
+        self.produced_mask = name
+
     def activation(self, fn_or_name, x):
         """Apply a dlx activation (a function of ``dlx.ops.activations`` or its name)."""
         from .converters_core import apply_activation
@@ -180,11 +192,26 @@ class ExportContext:
             raise unsupported(layer, "an input has no known shape")
         saved = self.layer, self.call_kwargs
         self.layer, self.call_kwargs = layer, dict(call_kwargs or {})
+        self.produced_mask = None
         try:
             outputs = converter(layer, inputs, self)
         finally:
             self.layer, self.call_kwargs = saved
         return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+    def output_mask(self, layer, inputs):
+        """The mask of ``layer``'s output, as dlx's ``Layer.compute_mask`` gives it."""
+        if self.produced_mask is not None:
+            mask, self.produced_mask = self.produced_mask, None
+            return mask
+        kind = type(layer).__name__
+        if kind in ("SimpleRNN", "LSTM", "GRU", "Bidirectional"):
+            return inputs[0].mask if layer.return_sequences else None
+        if kind == "Attention":  # the query's mask
+            return inputs[0].mask
+        if getattr(layer, "supports_masking", False) and len(inputs) == 1:
+            return inputs[0].mask
+        return None
 
     def convert_model(self, model, inputs):
         """Convert a Sequential or functional model applied to ``inputs`` (Values)."""
@@ -209,7 +236,14 @@ class ExportContext:
         for layer in model.layers:
             names = self.convert_layer(layer, [x])
             shape = model.output_shapes.get(layer.name)
-            x = Value(names[0], shape, masked=_output_masked(layer, [x]))
+            if x.shape is not None and any(s is None for s in x.shape[1:]):
+                # Sequential.build records sizes probed with 1 for unknown axes; find which
+                # output axes really follow the input the way functional models do
+                from ..layers.input_layer import infer_output_shape
+
+                shape = infer_output_shape(layer, x.shape)
+                shape = shape[0] if isinstance(shape, list) else shape
+            x = Value(names[0], shape, mask=self.output_mask(layer, [x]))
         return [x.name]
 
     def _convert_functional(self, model, inputs):
@@ -229,36 +263,24 @@ class ExportContext:
                     node.layer, "positional call arguments beyond the inputs are not supported"
                 )
             names = self.convert_layer(node.layer, args, kwargs)
-            masked = _output_masked(node.layer, args)
+            mask = self.output_mask(node.layer, args)
             for t in _node_outputs(model, node):
                 if t.index >= len(names):
                     raise unsupported(
                         node.layer,
                         f"the converter gave {len(names)} outputs, the model uses output {t.index}",
                     )
-                values[id(t)] = Value(names[t.index], t.shape, masked=masked)
+                values[id(t)] = Value(names[t.index], t.shape, mask=mask if t.index == 0 else None)
         return [values[id(t)].name for t in model.outputs]
 
 
-_MASK_PRODUCERS = {"Masking"}
-
-
-def _output_masked(layer, inputs):
-    """Whether the output carries a Keras mask (that mask-aware layers after it would use)."""
-    if type(layer).__name__ in _MASK_PRODUCERS or getattr(layer, "mask_zero", False):
-        return True
-    if type(layer).__name__ in ("LSTM", "GRU", "SimpleRNN") and not layer.return_sequences:
-        return False
-    return bool(getattr(layer, "supports_masking", False)) and any(v.masked for v in inputs)
-
-
 def reject_mask(layer, inputs):
-    """Mask-consuming layers: a mask (Embedding(mask_zero=True), Masking) cannot be exported."""
+    """For converters that cannot honour a mask (Embedding(mask_zero=True), Masking)."""
     if any(v.masked for v in inputs):
         raise unsupported(
             layer,
-            "its input carries a mask (from Embedding(mask_zero=True) or Masking), which the "
-            "ONNX export does not reproduce; export a model without masking",
+            "its input carries a mask (from Embedding(mask_zero=True) or Masking), which this "
+            "export cannot reproduce here; give the sequence length statically or drop the mask",
         )
 
 
