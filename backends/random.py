@@ -38,7 +38,9 @@ class HostRandom:
             inner = state["state"]
             values = (inner["state"], inner["inc"], state["has_uint32"], state["uinteger"])
         except (TypeError, KeyError) as error:
-            raise ValueError(f"random state: expected a dict from get_state(), got {state!r}") from error
+            raise ValueError(
+                f"random state: expected a dict from get_state(), got {state!r}"
+            ) from error
         if name != "PCG64":
             raise ValueError(f"random state: bit generator {name!r} is not PCG64")
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
