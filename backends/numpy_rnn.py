@@ -182,13 +182,14 @@ class LSTMSequence:
             if keep_h is not None:
                 dh += keep_h
                 dc += keep_c
-        dU = None
-        if needs[1]:
-            Hp = s.HD if s.HD is not None else s.H[:-1]
-            dU4 = np.matmul(Hp.reshape(T * B, u).T, dZ.reshape(4, T * B, u))
-            dU = np.ascontiguousarray(dU4.transpose(1, 0, 2)).reshape(u, 4 * u)
         dx = np.empty((T, B, 4 * u), dt)
         np.copyto(dx.reshape(T, B, 4, u), dZ.transpose(1, 2, 0, 3))
+        dU = None
+        if needs[
+            1
+        ]:  # one product over all steps (one BLAS call: each call may hand off to threads)
+            Hp = s.HD if s.HD is not None else s.H[:-1]
+            dU = Hp.reshape(T * B, u).T @ dx.reshape(T * B, 4 * u)
         return _finish_dx(spec, dx), dU, None, dh, dc
 
 
