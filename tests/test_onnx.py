@@ -689,3 +689,14 @@ def test_export_example(tmp_path):
     spec.loader.exec_module(example)
     accuracy, onnx_accuracy, max_diff = example.main(tmp_path / "m.onnx", epochs=1, verbose=False)
     assert max_diff < 1e-5 and abs(accuracy - onnx_accuracy) < 0.01
+
+
+def test_shared_layer_weights_are_stored_once(tmp_path):
+    dlx.set_seed(0)
+    inp = layers.Input((4,))
+    shared = layers.Dense(4, activation="tanh")
+    model = dlx.Model(inp, shared(shared(inp)))
+    proto = check(model, normal(3, 4), tmp_path)
+    proto = onnx.load(str(proto))
+    kernels = [i for i in proto.graph.initializer if list(i.dims) == [4, 4]]
+    assert len(kernels) == 1

@@ -6,6 +6,10 @@ LSTM's gates go from Keras's ``i, f, c, o`` to ONNX's ``i, o, f, c``; the GRU ke
 recurrent biases as ONNX's ``Wb`` and ``Rb``. ``go_backwards`` reverses the time
 axis of the input and runs forward, so the sequence comes out in processing order
 (reversed), as in Keras.
+
+Inputs that carry a mask (Embedding(mask_zero=True), Masking), and activations those
+operators lack, are exported as the unrolled time loop instead (one group of nodes per
+step, as :mod:`dlx.ops.recurrent` computes it), which needs a known number of steps.
 """
 
 import numpy as np

@@ -11,6 +11,7 @@ This module is a host boundary: it builds the graph from host NumPy arrays.
 ``onnx`` itself is imported only inside :func:`export`.
 """
 
+import hashlib
 import os
 
 import numpy as np
@@ -88,6 +89,7 @@ class ExportContext:
         self.dtype = np.dtype(dtype)
         self.nodes, self.initializers = [], []
         self._names = set()
+        self._constants = {}
         self.call_kwargs = {}  # keyword arguments of the layer call being converted
         self.layer = None  # the layer being converted (names its nodes)
         self.produced_mask = None  # set by converters of mask-making layers (set_output_mask)
@@ -111,9 +113,14 @@ class ExportContext:
             array = array.astype(dtype)
         elif array.dtype.kind == "f":
             array = array.astype(self.dtype)
-        name = self.fresh(self._prefix(hint))
         array = np.array(array, order="C", copy=True)  # (ascontiguousarray makes 0-d 1-d)
+        # equal constants are stored once (shared layers, repeated shapes and scalars)
+        key = (array.dtype.str, array.shape, hashlib.sha1(array.tobytes()).hexdigest())
+        if key in self._constants:
+            return self._constants[key]
+        name = self.fresh(self._prefix(hint))
         self.initializers.append(self.numpy_helper.from_array(array, name))
+        self._constants[key] = name
         return name
 
     def ints(self, values, hint="shape"):
@@ -272,16 +279,6 @@ class ExportContext:
                     )
                 values[id(t)] = Value(names[t.index], t.shape, mask=mask if t.index == 0 else None)
         return [values[id(t)].name for t in model.outputs]
-
-
-def reject_mask(layer, inputs):
-    """For converters that cannot honour a mask (Embedding(mask_zero=True), Masking)."""
-    if any(v.masked for v in inputs):
-        raise unsupported(
-            layer,
-            "its input carries a mask (from Embedding(mask_zero=True) or Masking), which this "
-            "export cannot reproduce here; give the sequence length statically or drop the mask",
-        )
 
 
 # ---------------------------------------------------------------------------
