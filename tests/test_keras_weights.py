@@ -198,6 +198,32 @@ def test_missing_layer_count_mismatch_and_extra_weights(tmp_path):
         sequential_model().load_weights(tmp_path / "extra.weights.h5")
 
 
+def test_keras_archive_and_dlx_file_named_keras(tmp_path):
+    import zipfile
+
+    write_keras_file(tmp_path / "inner.h5", sequential_entries())
+    with zipfile.ZipFile(tmp_path / "model.keras", "w") as archive:
+        archive.writestr("metadata.json", "{}")
+        archive.writestr("config.json", "{}")  # never read
+        archive.write(tmp_path / "inner.h5", "model.weights.h5")
+    model = sequential_model()
+    model.load_weights(tmp_path / "model.keras")
+    np.testing.assert_array_equal(
+        model.get_weights()[0], sequential_entries()["layers/conv2d/vars"][0]
+    )
+    # a dlx file that happens to be called .keras still loads as a dlx file
+    model.save_weights(tmp_path / "dlx_weights.keras")
+    other = sequential_model()
+    other.load_weights(tmp_path / "dlx_weights.keras")
+    np.testing.assert_array_equal(other.get_weights()[0], model.get_weights()[0])
+    with zipfile.ZipFile(tmp_path / "empty.keras", "w") as archive:
+        archive.writestr("metadata.json", "{}")
+    with pytest.raises(KerasWeightsError, match="model.weights.h5"):
+        from dlx.interop.keras_h5 import load_keras_weights
+
+        load_keras_weights(model, tmp_path / "empty.keras")
+
+
 def test_foreign_files_are_refused(tmp_path):
     with h5py.File(tmp_path / "legacy.weights.h5", "w") as f:
         f.attrs["layer_names"] = [b"dense"]
@@ -231,10 +257,14 @@ def _randomize_keras(model, seed=0):
         layer.set_weights(new)
 
 
-def _compare(keras_model, dlx_model, x, tmp_path, name):
+def _compare(keras_model, dlx_model, x, tmp_path, name, whole_model=False):
     _randomize_keras(keras_model)
-    path = tmp_path / f"{name}.weights.h5"
-    keras_model.save_weights(str(path))
+    if whole_model:  # model.save: a .keras zip archive with model.weights.h5 inside
+        path = tmp_path / f"{name}.keras"
+        keras_model.save(str(path))
+    else:
+        path = tmp_path / f"{name}.weights.h5"
+        keras_model.save_weights(str(path))
     dlx_model.load_weights(path)
     expected = keras_model.predict(x, verbose=0)
     got = dlx_model.predict(x, verbose=0)
@@ -272,6 +302,7 @@ def test_keras_cnn_file_gives_keras_predictions(keras, tmp_path):
     )
     x = np.random.default_rng(1).standard_normal((4, 8, 8, 2)).astype(np.float32)
     _compare(km, dm, x, tmp_path, "cnn")
+    _compare(km, dm, x, tmp_path, "cnn_model", whole_model=True)
 
 
 def test_keras_sequence_model_file_gives_keras_predictions(keras, tmp_path):

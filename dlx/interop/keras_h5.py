@@ -202,8 +202,52 @@ def _check(layer, arrays, path):
     return [np.asarray(a[()], dtype=c.dtype) for a, c in zip(arrays, current)]
 
 
+MAX_ARCHIVE_ENTRY_BYTES = 8 * 2**30
+
+
+def is_keras_weights_file(path):
+    """Whether ``path`` names a Keras 3 weights file: ``*.weights.h5``, or a ``*.keras``
+    zip archive of Keras (a dlx model file saved under a ``.keras`` name is not one)."""
+    import zipfile
+
+    path = str(path)
+    if path.endswith(".weights.h5"):
+        return True
+    if not path.endswith(".keras") or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+    return "model.weights.h5" in names and "dlx_format.json" not in names
+
+
+def _keras_archive_weights(path):
+    """The ``model.weights.h5`` entry of a Keras 3 ``.keras`` archive, in memory (nothing
+    else of the archive is read; its config is never executed)."""
+    import io
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            try:
+                info = archive.getinfo("model.weights.h5")
+            except KeyError:
+                raise KerasWeightsError(
+                    f"{path!r} is a zip archive without 'model.weights.h5': not a Keras 3 "
+                    f".keras file (entries: {archive.namelist()[:8]})"
+                ) from None
+            if info.file_size > MAX_ARCHIVE_ENTRY_BYTES:
+                raise KerasWeightsError(
+                    f"{path!r}: model.weights.h5 claims {info.file_size} bytes, over the "
+                    f"{MAX_ARCHIVE_ENTRY_BYTES}-byte limit"
+                )
+            return io.BytesIO(archive.read(info))
+    except zipfile.BadZipFile as error:
+        raise KerasWeightsError(f"{path!r} is not a Keras 3 .keras archive: {error}") from error
+
+
 def load_keras_weights(model, filepath):
-    """Set ``model``'s weights from a Keras 3 ``.weights.h5`` file (all or nothing).
+    """Set ``model``'s weights from a Keras 3 ``.weights.h5`` file, or the weights of a
+    ``.keras`` model archive (all or nothing).
 
     The dlx model must have the Keras model's architecture: its layers with weights,
     in order, of the same types and shapes."""
@@ -219,8 +263,9 @@ def load_keras_weights(model, filepath):
             f"load_weights({path!r}): model '{model.name}' is subclassed; Keras weight files "
             f"can be read into Sequential and functional models"
         )
+    source = _keras_archive_weights(path) if path.endswith(".keras") else path
     try:
-        handle = h5py.File(path, "r")
+        handle = h5py.File(source, "r")
     except OSError as error:
         raise KerasWeightsError(f"{path!r} is not a readable HDF5 file: {error}") from error
     with handle as f:

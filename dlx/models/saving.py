@@ -510,11 +510,12 @@ def _assign_weights(model, path, manifest, values):
 
 def load_weights(model, filepath, max_bytes=DEFAULT_MAX_BYTES):
     """Set ``model``'s weights from a file of ``save_weights`` or ``save`` (all or nothing).
-    A ``.weights.h5`` file is read as Keras 3 ``save_weights`` output (dlx.interop.keras_h5)."""
+    Files of Keras 3 (``save_weights``: ``.weights.h5``; ``save``: ``.keras``) are read by
+    dlx.interop.keras_h5."""
     path = os.fspath(filepath)
-    if str(path).endswith(".weights.h5"):
-        from ..interop.keras_h5 import load_keras_weights
+    from ..interop.keras_h5 import is_keras_weights_file, load_keras_weights
 
+    if is_keras_weights_file(path):
         load_keras_weights(model, path)
         return
     entries = _read_entries(path, max_bytes)
