@@ -1,5 +1,6 @@
-"""Read weights saved by Keras 3 (``keras_model.save_weights("x.weights.h5")``) into a
-dlx model of the same architecture (``pip install "dlx[keras_weights]"`` for h5py).
+"""Read weights saved by Keras 3 (``keras_model.save_weights("x.weights.h5")``, or the
+``model.weights.h5`` inside a ``.keras`` archive of ``keras_model.save``) into a dlx model of
+the same architecture (``pip install "dlx[keras_weights]"`` for h5py).
 
 Keras 3 layout (``keras.src.saving.saving_lib.H5IOStore``): one HDF5 group per layer
 under ``layers/``, named not by the layer's name but by its class name in snake case,
