@@ -52,6 +52,9 @@ class Bidirectional(Layer):
             for attr in ("return_sequences", "return_state"):
                 if getattr(self.backward_layer, attr) != getattr(self.forward_layer, attr):
                     raise ValueError(f"{owner}: forward and backward layers must agree on {attr}")
+        # as in Keras: with return_sequences, masked steps output zeros in both directions
+        for sub in (self.forward_layer, self.backward_layer):
+            sub.zero_output_for_mask = sub.return_sequences
         self.merge_mode = merge_mode
         self.return_sequences = self.forward_layer.return_sequences
         self.return_state = self.forward_layer.return_state

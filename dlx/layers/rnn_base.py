@@ -11,7 +11,8 @@ order, i.e. reversed for ``go_backwards``, as in Keras), else the last output
 ``(batch, units)``: ``h`` for SimpleRNN/GRU, ``h, c`` for LSTM).
 
 Keras semantics: at masked steps the state is carried and the output repeats
-the previous one; dropout masks are drawn once per call and reused at every
+the previous one (or is zero with ``zero_output_for_mask``); dropout masks are
+drawn once per call and reused at every
 step. One difference: ``recurrent_dropout`` uses one mask of ``h`` shared by
 all gates (Keras draws one per gate).
 """
@@ -49,6 +50,7 @@ class RNNBase(Layer):
         go_backwards=False,
         stateful=False,
         unroll=False,
+        zero_output_for_mask=False,
         seed=None,
         **kwargs,
     ):
@@ -84,6 +86,7 @@ class RNNBase(Layer):
         self.return_sequences, self.return_state = bool(return_sequences), bool(return_state)
         self.go_backwards, self.stateful = bool(go_backwards), bool(stateful)
         self.unroll, self.seed = bool(unroll), seed  # unroll: accepted for Keras compatibility
+        self.zero_output_for_mask = bool(zero_output_for_mask)
         self.states = None  # stateful layers: the carried states (arrays, no history)
 
     # -- weights ------------------------------------------------------------------
@@ -249,11 +252,22 @@ class RNNBase(Layer):
             output, final = ops.transpose(outs[0], (1, 0, 2)), list(outs[1:])
         else:
             output, final = outs[0], list(outs)
+        if self.zero_output_for_mask and mask is not None:
+            output = self._zero_masked(output, mask)
         if self.stateful:
             self.states = [s.value for s in final]
         if self.return_state:
             return [output, *final]
         return output
+
+    def _zero_masked(self, output, mask):
+        """Outputs of masked steps set to zero (in processing order, like the outputs)."""
+        xp = output.xp
+        keep = xp.astype(mask, output.dtype)
+        if self.go_backwards:
+            keep = xp.flip(keep, axis=1)
+        keep = keep[:, :, None] if self.return_sequences else keep[:, -1:]
+        return ops.multiply(output, keep)
 
     def compute_mask(self, inputs, mask=None):
         if isinstance(mask, (list, tuple)):
@@ -279,5 +293,6 @@ class RNNBase(Layer):
             "go_backwards": self.go_backwards,
             "stateful": self.stateful,
             "unroll": self.unroll,
+            "zero_output_for_mask": self.zero_output_for_mask,
             "seed": self.seed,
         }
