@@ -155,7 +155,8 @@ def _check_layout(comm, what, arrays, cache):
 
     Done once per layout (``cache`` remembers the layouts already checked), so
     a mismatch is a clear error naming the ranks instead of a hang or silently
-    mixed buffers.
+    mixed buffers. (Not caught: a rank that goes back to a layout checked before
+    while another moves on to a new one.)
     """
     layout = tuple((tuple(a.shape), str(a.dtype)) for a in arrays)
     if comm.size == 1 or layout in cache:
@@ -163,10 +164,16 @@ def _check_layout(comm, what, arrays, cache):
     layouts = comm.allgather_object(layout)
     for r, other in enumerate(layouts):
         if other != layouts[0]:
+            first = next(
+                (i for i, (a, b) in enumerate(zip(layouts[0], other)) if a != b),
+                min(len(other), len(layouts[0])),
+            )
+            mine = layouts[0][first] if first < len(layouts[0]) else "nothing"
+            theirs = other[first] if first < len(other) else "nothing"
             raise ValueError(
-                f"dlx.distributed {what}: rank 0 has {len(layouts[0])} arrays "
-                f"{list(layouts[0])[:6]}..., rank {r} has {len(other)} arrays "
-                f"{list(other)[:6]}...; every rank must run the same model"
+                f"dlx.distributed {what}: rank 0 has {len(layouts[0])} arrays, rank {r} has "
+                f"{len(other)}; array {first} is {mine} on rank 0 but {theirs} on rank {r} "
+                f"(shape, dtype); every rank must run the same model"
             )
     cache.add(layout)
 
