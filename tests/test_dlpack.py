@@ -85,3 +85,13 @@ def test_functional_model_takes_torch_tensors():
 def test_objects_without_dlpack_are_refused():
     with pytest.raises(TypeError, match="__dlpack__"):
         dlx.get_backend().from_dlpack([1, 2, 3])
+
+
+def test_outputs_go_to_torch_without_a_copy(backend):
+    # backend arrays (predict's outputs, Tensor.value) speak DLPack themselves
+    model = dlx.Sequential([layers.Input((3,)), layers.Dense(2)])
+    out = model.predict(np.ones((4, 3), np.float32), verbose=0)
+    t = torch.from_dlpack(out)
+    np.testing.assert_array_equal(t.numpy(), dlx.to_numpy(out))
+    if backend.name == "numpy":
+        assert np.shares_memory(t.numpy(), out)
