@@ -18,6 +18,8 @@ import time
 import numpy as np
 import pytest
 
+import dlx
+
 SCRIPTS = pathlib.Path(__file__).resolve().parent / "distributed_scripts"
 TIMEOUT = 60
 
@@ -38,7 +40,7 @@ def _skip_reason():
 pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
 
 
-def launch(mode, out_dir, n=2):
+def launch(mode, out_dir, n=2, backend="numpy"):
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.pop("DLX_BACKEND", None)
     command = [
@@ -49,6 +51,7 @@ def launch(mode, out_dir, n=2):
         str(SCRIPTS / "train_mlp.py"),
         str(out_dir),
         mode,
+        backend,
     ]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env=env)
@@ -65,13 +68,17 @@ def script():
     return train_mlp
 
 
-@pytest.fixture(scope="module")
-def fit_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mpi_fit")
-    done, _ = launch("fit", out)
+@pytest.fixture(scope="module", params=["numpy", "array_api_strict"])
+def fit_run(request, tmp_path_factory):
+    """The ranks' saved results of ``fit(distributed=True)`` on each host backend.
+
+    (numpy: the all-reduce works in place on the gradient buffer; array_api_strict:
+    through a host copy - the generic path.)"""
+    out = tmp_path_factory.mktemp(f"mpi_fit_{request.param}")
+    done, _ = launch("fit", out, backend=request.param)
     assert done.returncode == 0, done.stdout + done.stderr
     (out / "stdout.txt").write_text(done.stdout)
-    return out
+    return out, request.param
 
 
 def _weights(path):
@@ -80,6 +87,8 @@ def _weights(path):
 
 
 def test_fit_on_two_ranks_equals_one_process_on_the_global_batches(fit_run, script):
+    fit_run, backend = fit_run
+    dlx.set_backend(backend)
     x, y = script.data()
     model = script.build()
     history = model.fit(x, y, batch_size=script.BATCH, epochs=script.EPOCHS, verbose=0)
@@ -92,6 +101,7 @@ def test_fit_on_two_ranks_equals_one_process_on_the_global_batches(fit_run, scri
 
 
 def test_weights_and_history_are_identical_on_both_ranks(fit_run):
+    fit_run, _ = fit_run
     for name in ("fit", "bn"):  # bn: BatchNorm statistics come from shards, then are averaged
         rank0, rank1 = (
             np.load(fit_run / f"{name}_rank0.npz"),
@@ -103,6 +113,7 @@ def test_weights_and_history_are_identical_on_both_ranks(fit_run):
 
 
 def test_only_rank_zero_prints_the_progress(fit_run):
+    fit_run, _ = fit_run
     stdout = (fit_run / "stdout.txt").read_text()
     assert stdout.count("Epoch 1/2") == 1 and stdout.count("Epoch 2/2") == 1, stdout
 

@@ -46,8 +46,11 @@ _COMM = None
 __all__ = [
     "Communicator",
     "DataParallel",
+    "allreduce_arrays",
     "allreduce_gradients",
+    "average_variables",
     "barrier",
+    "broadcast_variables",
     "broadcast_weights",
     "check_weights_identical",
     "communicator",

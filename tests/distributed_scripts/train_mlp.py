@@ -1,6 +1,6 @@
 """Run under ``mpiexec -n 2``: data-parallel fit and custom loop, float64; saves what each rank has.
 
-    mpiexec -n 2 python train_mlp.py OUT_DIR MODE
+    mpiexec -n 2 python train_mlp.py OUT_DIR MODE [BACKEND]
 
 MODE ``fit``: ``model.fit(..., distributed=True)`` on a fixed data set (and a BatchNorm model).
 MODE ``custom``: a custom loop with ``dist.shard`` + ``dist.allreduce_gradients``.
@@ -62,9 +62,10 @@ def custom_loop(model, x, y, steps, shard=None, allreduce=None):
     return model
 
 
-def main(out_dir, mode):
+def main(out_dir, mode, backend="numpy"):
     import dlx.distributed as dist
 
+    dlx.set_backend(backend)
     dist.init()
     rank = dist.rank()
     x, y = data()
@@ -106,4 +107,4 @@ def main(out_dir, mode):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])
