@@ -700,3 +700,16 @@ def test_shared_layer_weights_are_stored_once(tmp_path):
     proto = onnx.load(str(proto))
     kernels = [i for i in proto.graph.initializer if list(i.dims) == [4, 4]]
     assert len(kernels) == 1
+
+
+def test_integer_token_inputs(tmp_path):
+    dlx.set_seed(0)
+    model = dlx.Sequential([layers.Input((5,)), layers.Embedding(10, 4), layers.GRU(3)])
+    randomize(model)
+    tokens = np.random.default_rng(2).integers(0, 10, (3, 5))
+    expected = model.predict(tokens.astype(np.float32), verbose=0)
+    for dtype in ("int64", "int32"):
+        path = tmp_path / f"{dtype}.onnx"
+        dlx.onnx.export(model, path, input_dtype=dtype)
+        got = run_onnx(path, [tokens.astype(dtype)])[0]
+        np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
