@@ -80,6 +80,8 @@ def test_a_last_batch_smaller_than_the_world_is_skipped_and_tiny_batches_refused
     assert len(sharded) == 2 and "last batch of 1 samples" in str(caught[0].message)
     with pytest.raises(ValueError, match=r"batch_size=2 is smaller than the world size 4"):
         ShardedBatches(ArrayBatches(x, batch_size=2), 0, 4)
+    with pytest.raises(ValueError, match=r"3 samples cannot be shared by 4 ranks"):
+        ShardedBatches(ArrayBatches(x[:3], batch_size=8), 0, 4)
 
 
 def _model():

@@ -57,6 +57,11 @@ class ShardedBatches:
                 f"world size {size}; batch_size is the global batch and each of the {size} ranks "
                 f"needs at least one row of it"
             )
+        if batches.n < size:
+            raise ValueError(
+                f"fit(distributed=True): {batches.n} samples cannot be shared by {size} ranks; "
+                f"every rank needs at least one sample of each batch"
+            )
         self.batches, self.rank, self.size = batches, rank, size
         self.n, self.batch_size = batches.n, batches.batch_size
         self.scale = 1.0  # local rows / global rows of the batch last yielded
