@@ -713,3 +713,20 @@ def test_integer_token_inputs(tmp_path):
         dlx.onnx.export(model, path, input_dtype=dtype)
         got = run_onnx(path, [tokens.astype(dtype)])[0]
         np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+
+
+def test_fixed_length_export_of_a_model_built_for_any_length(tmp_path):
+    dlx.set_seed(0)
+    model = dlx.Sequential(
+        [layers.Input((None,)), layers.Embedding(12, 4, mask_zero=True), layers.LSTM(3)]
+    )
+    randomize(model)
+    path = tmp_path / "m.onnx"
+    dlx.onnx.export(model, path, input_shape=(7,))  # a mask needs the unrolled loop
+    assert model.input_shape == (None, None)  # the model itself is left as it was
+    tokens = padded_tokens()
+    np.testing.assert_allclose(
+        run_onnx(path, [tokens])[0], model.predict(tokens, verbose=0), rtol=RTOL, atol=ATOL
+    )
+    with pytest.raises(ValueError, match="does not match"):
+        dlx.onnx.export(model, None, input_shape=(7, 2))

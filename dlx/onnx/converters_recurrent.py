@@ -223,7 +223,8 @@ def convert_unrolled(layer, inputs, ctx):
         raise unsupported(
             layer,
             f"{why}, which is exported as an unrolled loop and needs a known number of time "
-            f"steps; input shape {x.shape} (give it with input_shape=...)",
+            f"steps; input shape {x.shape} (fix it in layers.Input, or export a Sequential "
+            f"with input_shape=...)",
         )
     act_name = activation_name(layer.activation)
     ract_name = activation_name(layer.recurrent_activation) if layer.cell != "rnn" else None

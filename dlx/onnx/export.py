@@ -240,12 +240,14 @@ class ExportContext:
                 f"ONNX export: Sequential '{model.name}' takes one input, got {len(inputs)}"
             )
         x = inputs[0]
+        built_for = tuple(model.input_shape or ())[1:]
+        # Sequential.build records sizes probed with 1 for unknown axes, and only for the
+        # shape it was built for: otherwise find the shapes the way functional models do
+        infer = any(s is None for s in x.shape[1:]) or tuple(x.shape[1:]) != built_for
         for layer in model.layers:
             names = self.convert_layer(layer, [x])
             shape = model.output_shapes.get(layer.name)
-            if x.shape is not None and any(s is None for s in x.shape[1:]):
-                # Sequential.build records sizes probed with 1 for unknown axes; find which
-                # output axes really follow the input the way functional models do
+            if infer:
                 from ..layers.input_layer import infer_output_shape
 
                 shape = infer_output_shape(layer, x.shape)
@@ -306,16 +308,25 @@ def _graph_inputs(model, input_shape):
         if not model.layers:
             raise ValueError(f"ONNX export: Sequential '{model.name}' has no layers")
         shapes = _sample_shapes(input_shape, 1)
-        if shapes is not None:
-            wanted = (None,) + shapes[0]
-            if not model.built or tuple(model.input_shape or ())[1:] != shapes[0]:
-                model.build(wanted)
+        if shapes is not None and not model.built:
+            model.build((None,) + shapes[0])
         if not model.built or model.input_shape is None:
             raise ValueError(
                 f"ONNX export: Sequential '{model.name}' is not built; give input_shape "
                 f"(the shape of one sample, e.g. input_shape=(28, 28, 1))"
             )
-        return [("input", (None,) + tuple(model.input_shape[1:]), model.dtype)]
+        shape = (None,) + tuple(model.input_shape[1:])
+        if shapes is not None:  # e.g. a fixed length for a model built for any length
+            given = (None,) + shapes[0]
+            if len(given) != len(shape) or any(
+                s is not None and g != s for s, g in zip(shape[1:], given[1:])
+            ):
+                raise ValueError(
+                    f"ONNX export: input_shape {shapes[0]} does not match Sequential "
+                    f"'{model.name}', built for input shape {model.input_shape}"
+                )
+            shape = given
+        return [("input", shape, model.dtype)]
     if not getattr(model, "_functional", False):
         raise UnsupportedLayerError(
             f"ONNX export: model '{model.name}' ({type(model).__name__}) is subclassed; its "
