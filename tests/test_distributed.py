@@ -72,6 +72,20 @@ def test_shards_of_all_ranks_are_the_global_batches():
         assert [p[1] for p in parts] == [len(p[0]) / len(batch) for p in parts]
 
 
+def test_ranks_other_than_zero_fork_their_random_stream_after_the_shuffle():
+    x = np.arange(10.0).reshape(10, 1)
+    draws = {}
+    for rank in (0, 1, 2):
+        dlx.set_seed(5)
+        next(iter(ShardedBatches(ArrayBatches(x, batch_size=6, shuffle=True), rank, 3)))
+        draws[rank] = dlx.backends.permutation(50).tolist()
+    dlx.set_seed(5)
+    dlx.backends.permutation(10)  # the shuffle one process draws
+    alone = dlx.backends.permutation(50).tolist()
+    assert draws[0] == alone  # rank 0 continues the common stream
+    assert len({tuple(d) for d in draws.values()}) == 3  # the others have their own
+
+
 def test_a_last_batch_smaller_than_the_world_is_skipped_and_tiny_batches_refused():
     x = np.zeros((17, 1))
     with warnings.catch_warnings(record=True) as caught:

@@ -6,10 +6,12 @@ unchanged:
 
 1. ``shard(batches)`` - wraps the epoch's :class:`~dlx.data.batching.ArrayBatches`.
    Every rank draws the SAME permutation from the host generator (its state is
-   rank 0's, see 3.) and takes its contiguous share of each global batch of
-   ``batch_size`` rows: rank r of W gets rows ``[r*B//W, (r+1)*B//W)`` of a
-   batch of B. A last batch with fewer rows than ranks is dropped (so no rank
-   runs an empty step); a ragged last batch gives unequal shares, weighted below.
+   rank 0's, see 3.; ranks other than 0 then fork to a stream of their own, so
+   Dropout masks differ between shards) and takes its contiguous share of each
+   global batch of ``batch_size`` rows: rank r of W gets rows
+   ``[r*B//W, (r+1)*B//W)`` of a batch of B. A last batch with fewer rows than
+   ranks is dropped (so no rank runs an empty step); a ragged last batch gives
+   unequal shares, weighted below.
 2. ``callbacks(list)`` / ``verbose`` - only rank 0 keeps the progress bar and
    the callbacks that write files (checkpoints, CSV logs); the others train silently.
 3. ``on_train_begin(model)`` - broadcasts rank 0's weights and host random state.
@@ -26,13 +28,15 @@ unchanged:
    same numbers on every rank, so EarlyStopping etc. decide alike. At epoch end,
    non-trainable float weights (BatchNormalization moving statistics, updated
    from local shards) are averaged over ranks, so checkpoints and validation
-   see identical weights everywhere; validation then runs on every rank on the
-   full validation data.
+   see identical weights everywhere, and every rank takes rank 0's random
+   state again (for the next epoch's common shuffle); validation then runs on
+   every rank on the full validation data.
 """
 
+import hashlib
 import warnings
 
-from ..backends import permutation
+from ..backends import get_backend, get_random_state, permutation, set_random_state
 from ..data.batching import take_samples
 from . import DEFAULT_BUCKET_BYTES, allreduce_gradients, average_variables, broadcast_weights
 from . import communicator as get_communicator
@@ -45,6 +49,28 @@ MAIN_PROCESS_ONLY = {
     "TensorBoard",
     "BackupAndRestore",
 }
+
+
+def _derived(value, rank):
+    """A 128-bit number from ``value`` and ``rank`` (a new generator state per rank)."""
+    digest = hashlib.sha256(f"dlx.distributed:{value}:{rank}".encode()).digest()
+    return int.from_bytes(digest[:16], "little")
+
+
+def fork_random_state(rank):
+    """Give rank ``rank`` > 0 its own host random stream, derived from the common one.
+
+    Every rank draws the epoch's shuffle from the same state; afterwards the
+    random layers (Dropout, noise) should draw different masks for different
+    shards, so ranks other than 0 move to a state hashed from the common state
+    and their rank (rank 0 keeps the common stream, as one process would).
+    :meth:`DataParallel.epoch_logs` makes the streams common again (rank 0's).
+    """
+    if rank == 0:
+        return
+    state = get_random_state()
+    state["state"]["state"] = _derived(state["state"]["state"], rank)
+    set_random_state(state)
 
 
 class ShardedBatches:
@@ -83,6 +109,7 @@ class ShardedBatches:
     def __iter__(self):
         b = self.batches
         order = permutation(self.n) if b.shuffle else None  # the same draw as ArrayBatches
+        fork_random_state(self.rank)  # own dropout masks per rank until epoch end
         for step in range(self._len):
             start, stop = step * self.batch_size, min((step + 1) * self.batch_size, self.n)
             rows = stop - start
@@ -159,12 +186,13 @@ class DataParallel:
 
     # -- 3. -----------------------------------------------------------------------------
     def on_train_begin(self, model):
-        from ..backends import get_random_state, set_random_state
-
         comm = self._comm()
         if comm.size == 1:
             return
-        set_random_state(comm.broadcast_object(get_random_state(), root=0))
+        common = comm.broadcast_object(get_random_state(), root=0)
+        set_random_state(common)
+        if comm.rank > 0:  # a device generator (cupy dropout) of its own per rank
+            get_backend().seed(_derived(common["state"]["state"], comm.rank) % 2**63)
         broadcast_weights(model, root=0, comm=comm)
 
     # -- 4. -----------------------------------------------------------------------------
@@ -212,4 +240,5 @@ class DataParallel:
             return model._logs()
         if self.sync_non_trainable:
             average_variables(model.non_trainable_weights, self._comm())
+        set_random_state(self._comm().broadcast_object(get_random_state(), root=0))
         return self._global_logs(model)[0]
