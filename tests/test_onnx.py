@@ -730,3 +730,18 @@ def test_fixed_length_export_of_a_model_built_for_any_length(tmp_path):
     )
     with pytest.raises(ValueError, match="does not match"):
         dlx.onnx.export(model, None, input_shape=(7, 2))
+
+
+def test_fixed_length_export_of_a_functional_model(tmp_path):
+    dlx.set_seed(0)
+    inp = layers.Input((None,))
+    x = layers.Embedding(12, 8, mask_zero=True)(inp)
+    x = layers.MultiHeadAttention(2, 4)(x, x)
+    out = layers.GRU(3)(layers.Conv1D(8, 3, strides=2, padding="same")(x))
+    model = dlx.Model(inp, [out, layers.LSTM(2)(x)])
+    randomize(model)
+    path = tmp_path / "m.onnx"
+    dlx.onnx.export(model, path, input_shape=(7,))
+    tokens = padded_tokens()
+    for got, expected in zip(run_onnx(path, [tokens]), model.predict(tokens, verbose=0)):
+        np.testing.assert_allclose(got, dlx.to_numpy(expected), rtol=RTOL, atol=ATOL)

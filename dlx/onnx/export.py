@@ -214,7 +214,7 @@ class ExportContext:
         kind = type(layer).__name__
         if kind in ("SimpleRNN", "LSTM", "GRU", "Bidirectional"):
             return inputs[0].mask if layer.return_sequences else None
-        if kind == "Attention":  # the query's mask
+        if kind in ("Attention", "MultiHeadAttention"):  # the query's mask
             return inputs[0].mask
         if getattr(layer, "supports_masking", False) and len(inputs) == 1:
             return inputs[0].mask
@@ -264,6 +264,9 @@ class ExportContext:
                 f"got {len(inputs)}"
             )
         values = {id(t): v for t, v in zip(model.inputs, inputs)}
+        # inputs more specific than the model's Input shapes (export's input_shape): find
+        # every tensor's shape again, the way the graph was first traced
+        infer = any(tuple(v.shape) != tuple(t.shape) for t, v in zip(model.inputs, inputs))
         for node in model._nodes:
             args = [values[id(t)] for t in node.input_tensors]
             kwargs = {k: v for k, v in node.call_kwargs.items() if k != "training"}
@@ -273,14 +276,27 @@ class ExportContext:
                 )
             names = self.convert_layer(node.layer, args, kwargs)
             mask = self.output_mask(node.layer, args)
+            shapes = _traced_shapes(node, args) if infer else None
             for t in _node_outputs(model, node):
                 if t.index >= len(names):
                     raise unsupported(
                         node.layer,
                         f"the converter gave {len(names)} outputs, the model uses output {t.index}",
                     )
-                values[id(t)] = Value(names[t.index], t.shape, mask=mask if t.index == 0 else None)
+                shape = t.shape if shapes is None else shapes[t.index]
+                values[id(t)] = Value(names[t.index], shape, mask=mask if t.index == 0 else None)
         return [values[id(t)].name for t in model.outputs]
+
+
+def _traced_shapes(node, args):
+    """Output shapes of ``node``'s layer for the input shapes of ``args`` (Values)."""
+    from ..layers.input_layer import infer_output_shape
+
+    listed = isinstance(node.inputs, (list, tuple))
+    shapes = [v.shape for v in args] if listed else args[0].shape
+    dtypes = [t.dtype for t in node.input_tensors] if listed else node.input_tensors[0].dtype
+    out = infer_output_shape(node.layer, shapes, node.call_args, node.call_kwargs, dtypes=dtypes)
+    return out if isinstance(out, list) else [out]
 
 
 # ---------------------------------------------------------------------------
