@@ -160,3 +160,51 @@ def test_sigkill_during_repeated_saves_leaves_a_loadable_checkpoint(tmp_path):
         last_generation = generation
     leftovers = [name for name in os.listdir(tmp_path) if ".tmp-" in name]
     assert len(leftovers) <= 6  # temporary files of killed saves, never the target itself
+
+
+RESUME_CHILD = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import dlx
+    from dlx import callbacks, layers
+
+    stage, folder = sys.argv[1], sys.argv[2]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 6)).astype("float32")
+    y = (x[:, 0] + x[:, 1] * x[:, 2] > 0).astype("int64")
+    fit = dict(batch_size=16, validation_split=0.25, shuffle=True, verbose=0)
+    if stage == "first":
+        dlx.set_seed(1)
+        model = dlx.Sequential([
+            layers.Dense(16, activation="relu", input_shape=(6,)),
+            layers.Dropout(0.3),
+            layers.Dense(2, activation="softmax"),
+        ])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        model.fit(x, y, epochs=2, callbacks=[callbacks.ModelCheckpoint(folder + "/ckpt.dlx")],
+                  **fit)
+    else:
+        model = dlx.load_model(folder + "/ckpt.dlx")
+        model.fit(x, y, epochs=5, initial_epoch=model.initial_epoch, **fit)
+        model.save_weights(folder + "/final.dlx")
+""")
+
+
+def test_resume_in_a_new_process_equals_uninterrupted_training(tmp_path):
+    script = tmp_path / "resume.py"
+    script.write_text(RESUME_CHILD)
+    for stage in ("first", "second"):
+        subprocess.run(
+            [sys.executable, str(script), stage, str(tmp_path)],
+            check=True,
+            timeout=120,
+            capture_output=True,
+        )
+    x, y = data()
+    uninterrupted = fresh_model()
+    uninterrupted.fit(x, y, epochs=5, **FIT)
+    resumed = fresh_model()
+    resumed.load_weights(tmp_path / "final.dlx")
+    for a, b in zip(uninterrupted.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
