@@ -208,3 +208,24 @@ def test_resume_in_a_new_process_equals_uninterrupted_training(tmp_path):
     resumed.load_weights(tmp_path / "final.dlx")
     for a, b in zip(uninterrupted.get_weights(), resumed.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_random_state_accessors():
+    dlx.set_seed(7)
+    state = dlx.backends.get_random_state()
+    first = dlx.backends.permutation(20)
+    dlx.backends.set_random_state(state)
+    np.testing.assert_array_equal(dlx.backends.permutation(20), first)
+    for bad in (
+        None,
+        {
+            "bit_generator": "MT19937",
+            "state": {"state": 1, "inc": 1},
+            "has_uint32": 0,
+            "uinteger": 0,
+        },
+        {**state, "state": {"state": -1, "inc": 3}},
+        {**state, "has_uint32": "0"},
+    ):
+        with pytest.raises(ValueError, match="random state"):
+            dlx.backends.set_random_state(bad)
