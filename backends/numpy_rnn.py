@@ -84,7 +84,9 @@ class LSTMSequence:
         scale = np.array([-1.0, -1.0, -2.0, -1.0], dt)[:, None, None]
         source = xproj[::-1] if spec.go_backwards else xproj
         XP = scratch((T, 4, B, u), dt, "lstm_xp")
-        np.multiply(source.reshape(T, B, 4, u).transpose(0, 2, 1, 3), scale, out=XP)
+        np.copyto(XP, source.reshape(T, B, 4, u).transpose(0, 2, 1, 3))
+        np.negative(XP, out=XP)  # then scale (T, 4, 1, 1): contiguous (B, u) blocks
+        XP[:, 2] *= 2.0
         U4 = U.reshape(u, 4, u).transpose(1, 0, 2) * scale
         H = np.empty((T + 1, B, u), dt)
         H[0] = h0
@@ -185,9 +187,8 @@ class LSTMSequence:
         dx = np.empty((T, B, 4 * u), dt)
         np.copyto(dx.reshape(T, B, 4, u), dZ.transpose(1, 2, 0, 3))
         dU = None
-        if needs[
-            1
-        ]:  # one product over all steps (one BLAS call: each call may hand off to threads)
+        # one product over all steps (one BLAS call: each call may hand off to threads)
+        if needs[1]:
             Hp = s.HD if s.HD is not None else s.H[:-1]
             dU = Hp.reshape(T * B, u).T @ dx.reshape(T * B, 4 * u)
         return _finish_dx(spec, dx), dU, None, dh, dc
