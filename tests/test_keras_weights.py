@@ -224,6 +224,21 @@ def test_keras_archive_and_dlx_file_named_keras(tmp_path):
         load_keras_weights(model, tmp_path / "empty.keras")
 
 
+def test_save_weights_h5_round_trip_in_keras_layout(tmp_path):
+    write_keras_file(tmp_path / "in.weights.h5", sequential_entries())
+    model = sequential_model()
+    model.load_weights(tmp_path / "in.weights.h5")
+    model.save_weights(tmp_path / "out.weights.h5")
+    with h5py.File(tmp_path / "out.weights.h5") as f:  # Keras's groups, not a dlx zip
+        np.testing.assert_array_equal(
+            f["layers/dense_1/vars/0"][()], model.layers[-1].get_weights()[0]
+        )
+    other = sequential_model()
+    other.load_weights(tmp_path / "out.weights.h5")
+    for a, b in zip(other.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_foreign_files_are_refused(tmp_path):
     with h5py.File(tmp_path / "legacy.weights.h5", "w") as f:
         f.attrs["layer_names"] = [b"dense"]
@@ -345,3 +360,34 @@ def test_keras_nested_models_file(keras, tmp_path):
     dm = build(layers, layers.Input, dlx.Model, dlx.Sequential)
     x = np.random.default_rng(6).standard_normal((3, 4)).astype(np.float32)
     _compare(km, dm, x, tmp_path, "nested")
+
+
+def test_dlx_weights_load_into_keras(keras, tmp_path):
+    dm = branching(layers, layers.Input, dlx.Model)
+    rng = np.random.default_rng(8)
+    dm.set_weights([rng.standard_normal(w.shape).astype(np.float32) for w in dm.get_weights()])
+    dm.save_weights(tmp_path / "dlx.weights.h5")
+    km = branching(keras.layers, keras.Input, keras.Model)
+    km.load_weights(str(tmp_path / "dlx.weights.h5"))
+    x = [rng.standard_normal((3, 4)).astype(np.float32) for _ in range(2)]
+    for g, e in zip(dm.predict(x, verbose=0), km.predict(x, verbose=0)):
+        np.testing.assert_allclose(dlx.to_numpy(g), np.asarray(e), rtol=1e-4, atol=1e-5)
+
+    # recurrent, attention and wrapped layers too
+    def build(L, Input, Model):
+        inp = Input((5, 4))
+        x = L.Bidirectional(L.GRU(3, return_sequences=True))(inp)
+        x = L.TimeDistributed(L.Dense(4))(x)
+        x = L.MultiHeadAttention(2, 3)(x, x)
+        return Model(inp, L.LSTM(2)(L.LayerNormalization()(x)))
+
+    dm, km = build(layers, layers.Input, dlx.Model), build(keras.layers, keras.Input, keras.Model)
+    dm.set_weights(
+        [rng.standard_normal(w.shape).astype(np.float32) * 0.5 for w in dm.get_weights()]
+    )
+    dm.save_weights(tmp_path / "seq.weights.h5")
+    km.load_weights(str(tmp_path / "seq.weights.h5"))
+    x = rng.standard_normal((2, 5, 4)).astype(np.float32)
+    np.testing.assert_allclose(
+        dlx.to_numpy(dm.predict(x, verbose=0)), km.predict(x, verbose=0), rtol=1e-4, atol=1e-5
+    )

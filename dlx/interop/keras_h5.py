@@ -207,13 +207,14 @@ MAX_ARCHIVE_ENTRY_BYTES = 8 * 2**30
 
 
 def is_keras_weights_file(path):
-    """Whether ``path`` names a Keras 3 weights file: ``*.weights.h5``, or a ``*.keras``
-    zip archive of Keras (a dlx model file saved under a ``.keras`` name is not one)."""
+    """Whether ``path`` names a Keras 3 weights file: ``*.weights.h5`` (unless it is a dlx
+    zip file under that name), or a ``*.keras`` zip archive of Keras (a dlx model file saved
+    under a ``.keras`` name is not one)."""
     import zipfile
 
     path = str(path)
     if path.endswith(".weights.h5"):
-        return True
+        return not (os.path.isfile(path) and zipfile.is_zipfile(path))
     if not path.endswith(".keras") or not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:
@@ -298,3 +299,84 @@ def load_keras_weights(model, filepath):
     for layer, arrays in checked:
         layer.set_weights(arrays)
     return model
+
+
+# ---------------------------------------------------------------------------
+# writing: the same layout, so Keras 3 loads dlx weights
+
+
+def _layer_entries(layer, prefix):
+    """``[(group path, arrays)]`` of ``layer`` in Keras's layout (the reader's mirror)."""
+    kind = type(layer).__name__
+    if kind == "Bidirectional":
+        return _layer_entries(layer.forward_layer, f"{prefix}/forward_layer") + _layer_entries(
+            layer.backward_layer, f"{prefix}/backward_layer"
+        )
+    if kind == "TimeDistributed":
+        return _layer_entries(layer.layer, f"{prefix}/layer")
+    weights = layer.get_weights()
+    if kind in ("SimpleRNN", "LSTM", "GRU"):
+        return [(f"{prefix}/cell", weights)]
+    if kind == "MultiHeadAttention":
+        per = 2 if layer.use_bias else 1
+        keys = ["query_dense", "key_dense", "value_dense", "output_dense"]
+        return [(f"{prefix}/{k}", weights[i * per : (i + 1) * per]) for i, k in enumerate(keys)]
+    return [(prefix, weights)]
+
+
+def _model_entries(model, prefix, out):
+    from ..models.model import Model
+
+    used = {}
+    for layer in keras_layer_order(model):
+        key = _unique(keras_snake_case(_keras_class_name(layer)), used)
+        if not layer.weights:
+            continue
+        if isinstance(layer, Model):
+            _model_entries(layer, f"{prefix}/{key}/layers", out)
+        else:
+            out.extend(_layer_entries(layer, f"{prefix}/{key}"))
+
+
+def writes_keras_format(model, filepath):
+    """Whether ``model.save_weights(filepath)`` writes Keras's layout: for ``*.weights.h5``
+    names (Keras 3's required suffix), Sequential and functional models, with h5py installed
+    (otherwise the dlx format is written, which ``load_weights`` reads back as well)."""
+    if not str(os.fspath(filepath)).endswith(".weights.h5"):
+        return False
+    if not (getattr(model, "_functional", False) or hasattr(model, "_layers")):
+        return False
+    try:
+        import h5py  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def save_keras_weights(model, filepath):
+    """Write ``model``'s weights as Keras 3 ``save_weights`` does (``.weights.h5``), so that
+    ``keras_model.load_weights(filepath)`` loads them into the same architecture in Keras.
+    The file is written to a temporary name and renamed (a crash never leaves a torn file)."""
+    h5py = _import_h5py()
+    path = os.fspath(filepath)
+    if not model.built:
+        raise ValueError(
+            f"save_weights({path!r}): model '{model.name}' is not built yet; call it on a batch "
+            f"(or give input_shape) before saving weights"
+        )
+    entries = []
+    _model_entries(model, "layers", entries)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_group("vars")
+            f["vars"].attrs["name"] = model.name
+            for group, arrays in entries:
+                g = f.require_group(f"{group}/vars")
+                for i, a in enumerate(arrays):
+                    g.create_dataset(str(i), data=np.asarray(a))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

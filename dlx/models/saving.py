@@ -241,10 +241,16 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True):
 
 
 def save_weights(model, filepath, overwrite=True):
-    """Write only ``model``'s weights to ``filepath`` (a zip with weights.json/.npz)."""
+    """Write only ``model``'s weights to ``filepath`` (a zip with weights.json/.npz; a
+    ``.weights.h5`` name gets Keras 3's layout, see dlx.interop.keras_h5)."""
     filepath = os.fspath(filepath)
     _check_overwrite(filepath, overwrite)
     _require_built(model, "save_weights")
+    from ..interop.keras_h5 import save_keras_weights, writes_keras_format
+
+    if writes_keras_format(model, filepath):
+        save_keras_weights(model, filepath)
+        return
     manifest, arrays = _weights_entries(model)
     _write_archive(
         filepath,
