@@ -48,7 +48,7 @@ def check(model, xs, tmp_path, randomize_weights=True, **export_kwargs):
             model.build((None,) + xs[0].shape[1:])
         randomize(model)
     proto = dlx.onnx.export(model, path, **export_kwargs)
-    onnx.checker.check_model(proto)
+    onnx.checker.check_model(proto, full_check=True)  # strict shape inference too
     got = run_onnx(path, xs)
     expected = model.predict(xs if len(xs) > 1 else xs[0], verbose=0)
     expected = expected if isinstance(expected, list) else [expected]
