@@ -153,13 +153,19 @@ class LSTMSequence:
         np.subtract(1.0, OT, out=OT)
         OT *= o
         V = np.ascontiguousarray(U.reshape(u, 4, u).transpose(1, 2, 0))  # V[k] = U_k^T
-        dZ = np.empty((4, T, B, u), dt)
+        dZ = scratch((T, 4, B, u), dt, "lstm_dz")
         dh = np.array(d_h, dtype=dt, copy=True)
         dc = np.array(d_c, dtype=dt, copy=True)
         tmp = np.empty((B, u), dt)
         back = np.empty((4, B, u), dt)
         keep_h = np.empty((B, u), dt) if s.keep is not None else None
         keep_c = np.empty((B, u), dt) if s.keep is not None else None
+        # the recurrent-kernel gradient is summed step by step from (u, u) products, which
+        # OpenBLAS runs single-threaded: one big product is split over threads, and on a
+        # busy 2-core machine waiting for the second thread measured up to 50x slower
+        Hp = s.HD if s.HD is not None else s.H[:-1]
+        dU4 = np.zeros((4, u, u), dt) if needs[1] else None
+        dU_step = np.empty((4, u, u), dt)
         for t in range(T - 1, -1, -1):
             if d_seq is not None:
                 dh += d_seq[t]
@@ -171,13 +177,16 @@ class LSTMSequence:
                 dc *= m
             np.multiply(dh, OT[t], out=tmp)
             dc += tmp
-            q = Q[t]
-            np.multiply(dc, q[0], out=dZ[0, t])
-            np.multiply(dc, q[1], out=dZ[1, t])
-            np.multiply(dc, q[2], out=dZ[2, t])
-            np.multiply(dh, q[3], out=dZ[3, t])
+            q, dz = Q[t], dZ[t]
+            np.multiply(dc, q[0], out=dz[0])
+            np.multiply(dc, q[1], out=dz[1])
+            np.multiply(dc, q[2], out=dz[2])
+            np.multiply(dh, q[3], out=dz[3])
             dc *= f[t]
-            np.matmul(dZ[:, t], V, out=back)
+            if dU4 is not None:
+                np.matmul(Hp[t].T, dz, out=dU_step)
+                dU4 += dU_step
+            np.matmul(dz, V, out=back)
             np.sum(back, axis=0, out=dh)
             if s.rm is not None:
                 dh *= s.rm
@@ -185,12 +194,8 @@ class LSTMSequence:
                 dh += keep_h
                 dc += keep_c
         dx = np.empty((T, B, 4 * u), dt)
-        np.copyto(dx.reshape(T, B, 4, u), dZ.transpose(1, 2, 0, 3))
-        dU = None
-        # one product over all steps (one BLAS call: each call may hand off to threads)
-        if needs[1]:
-            Hp = s.HD if s.HD is not None else s.H[:-1]
-            dU = Hp.reshape(T * B, u).T @ dx.reshape(T * B, 4 * u)
+        np.copyto(dx.reshape(T, B, 4, u), dZ.transpose(0, 2, 1, 3))
+        dU = np.ascontiguousarray(dU4.transpose(1, 0, 2)).reshape(u, 4 * u) if needs[1] else None
         return _finish_dx(spec, dx), dU, None, dh, dc
 
 
