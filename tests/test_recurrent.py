@@ -500,3 +500,18 @@ def test_op_level_api():
     assert h.shape == (2, 2)
     with pytest.raises(ValueError, match="gru_sequence.*expected last axis 6"):
         recurrent_sequence(SequenceSpec("gru"), xproj, np.eye(2, 6))
+
+
+def test_lstm_kernel_without_threadpoolctl(monkeypatch):
+    """Without threadpoolctl the recurrent-kernel gradient is summed per step: same result."""
+    from dlx.backends import numpy_rnn
+
+    threads_before = [c.num_threads for c in numpy_rnn._blas_controllers()]
+    fast, _ = _run_op("lstm", True, "float64", mask=True, recurrent_dropout=True)
+    assert [c.num_threads for c in numpy_rnn._blas_controllers()] == threads_before
+    monkeypatch.setattr(numpy_rnn, "_BLAS", [()])
+    per_step, _ = _run_op("lstm", True, "float64", mask=True, recurrent_dropout=True)
+    slow, _ = _run_op("lstm", False, "float64", mask=True, recurrent_dropout=True)
+    for a, b, c in zip(fast, per_step, slow):
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(b, c, rtol=1e-12, atol=1e-12)
