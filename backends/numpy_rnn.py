@@ -2,14 +2,20 @@
 ``rnn_sequence``; see ``dlx/ops/recurrent.py`` for what they compute).
 
 Same math as the generic loops, arranged for a CPU: every step writes into
-preallocated time-major buffers with ``out=`` arguments (no temporaries), the
-sigmoid gates come from one ``tanh`` over all gates (``sigmoid(x) = (1 +
-tanh(x/2)) / 2``, the halving folded into the recurrent kernel and the input
-projection once per call), and the derivative factors of the gates are
-computed for all steps at once before the reverse loop. Each kernel handles
-``tanh``/``sigmoid`` activations in float32/float64 and returns None otherwise,
-so the generic loop runs.
+preallocated time-major buffers with ``out=`` arguments (no temporaries). The
+LSTM keeps its gates gate-major (``(T, 4, B, u)``) so every per-step operation
+is on contiguous ``(B, u)`` blocks, gets all four gates from one
+``1 / (1 + exp(-s z))`` (``tanh x = 2 sigmoid(2x) - 1`` for the cell gate; the
+factor ``-s`` folded into the recurrent kernel and the inputs once per call),
+and computes the gate derivative factors for all steps at once before the
+reverse loop. BLAS is held to one thread inside the loops (threadpoolctl, when
+installed): the products there are too small to gain from a second thread and
+can stall for milliseconds waiting for one on a busy machine. Each kernel
+handles ``tanh``/``sigmoid`` activations in float32/float64 and returns None
+otherwise, so the generic loop runs.
 """
+
+import contextlib
 
 import numpy as np
 
@@ -50,6 +56,12 @@ class _OneBlasThread:
         for c, n in zip(self.controllers, self.previous):
             if n != 1:
                 c.set_num_threads(n)
+
+
+def _loop_blas(batch, units):
+    """One BLAS thread for the per-step products of a loop when they are small
+    (``batch * units^2`` up to 2^20 multiply-adds per gate), else leave BLAS alone."""
+    return _OneBlasThread() if batch * units * units <= 1 << 20 else contextlib.nullcontext()
 
 
 def single_threaded_product(a, b):
@@ -119,6 +131,10 @@ class LSTMSequence:
     def forward(self, spec, xproj, U, rbias, h0, c0):
         if not _supported(spec, xproj):
             return None
+        with _loop_blas(xproj.shape[1], U.shape[0]):
+            return self._forward(spec, xproj, U, h0, c0)
+
+    def _forward(self, spec, xproj, U, h0, c0):
         T, B, G = xproj.shape
         u = G // 4
         dt = xproj.dtype
@@ -177,6 +193,10 @@ class LSTMSequence:
         return outputs, saved
 
     def backward(self, spec, s, d_seq, d_h, d_c, needs):
+        with _loop_blas(s.H.shape[1], s.U.shape[0]):
+            return self._backward(spec, s, d_seq, d_h, d_c, needs)
+
+    def _backward(self, spec, s, d_seq, d_h, d_c, needs):
         A, TC, C, U = s.A, s.TC, s.C, s.U
         T, _, B, u = A.shape
         dt = A.dtype
@@ -251,7 +271,7 @@ class GRUSequence:
     """GRU, both ``reset_after`` variants."""
 
     def forward(self, spec, xproj, U, rbias, h0, c0):
-        with _OneBlasThread():
+        with _loop_blas(xproj.shape[1], U.shape[0]):
             return self._forward(spec, xproj, U, rbias, h0, c0)
 
     def _forward(self, spec, xproj, U, rbias, h0, c0):
@@ -311,7 +331,7 @@ class GRUSequence:
         return outputs, s
 
     def backward(self, spec, s, d_seq, d_h, d_c, needs):
-        with _OneBlasThread():
+        with _loop_blas(s.H.shape[1], s.U.shape[0]):
             return self._backward(spec, s, d_seq, d_h, d_c, needs)
 
     def _backward(self, spec, s, d_seq, d_h, d_c, needs):
@@ -389,7 +409,7 @@ class RNNSequence:
     """SimpleRNN with ``tanh``."""
 
     def forward(self, spec, xproj, U, rbias, h0, c0):
-        with _OneBlasThread():
+        with _loop_blas(xproj.shape[1], U.shape[0]):
             return self._forward(spec, xproj, U, rbias, h0, c0)
 
     def _forward(self, spec, xproj, U, rbias, h0, c0):
@@ -427,7 +447,7 @@ class RNNSequence:
         return outputs, s
 
     def backward(self, spec, s, d_seq, d_h, d_c, needs):
-        with _OneBlasThread():
+        with _loop_blas(s.H.shape[1], s.U.shape[0]):
             return self._backward(spec, s, d_seq, d_h, d_c, needs)
 
     def _backward(self, spec, s, d_seq, d_h, d_c, needs):
