@@ -251,7 +251,7 @@ class LSTMSequence:
                 np.matmul(Hp[t].T, dz, out=dU_step)
                 dU4 += dU_step
             np.matmul(dz, V, out=back)
-            np.sum(back, axis=0, out=dh)
+            np.add.reduce(back, axis=0, out=dh)
             if s.rm is not None:
                 dh *= s.rm
             if keep_h is not None:
