@@ -44,8 +44,14 @@ def main(epochs=12, batch_size=32, verbose=1):
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     if verbose:
         model.summary()
-    model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, validation_split=0.1,
-              verbose=verbose)
+    model.fit(
+        x_train,
+        y_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_split=0.1,
+        verbose=verbose,
+    )
     loss, accuracy = model.evaluate(x_test, y_test, verbose=0)
     print(f"test loss {loss:.4f} - test accuracy {accuracy:.4f} (backend {dlx.get_backend().name})")
     return accuracy
