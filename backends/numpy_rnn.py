@@ -15,61 +15,18 @@ handles ``tanh``/``sigmoid`` activations in float32/float64 and returns None
 otherwise, so the generic loop runs.
 """
 
-import contextlib
-
 import numpy as np
+
+from .blas_threads import blas_controllers, one_thread_if_small, single_threaded_product
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _SCRATCH = {}
-_BLAS = []  # threadpoolctl controllers of the BLAS libraries, found on first use
-
-
-def _blas_controllers():
-    """The BLAS thread controllers (threadpoolctl, optional), or () when it is not installed."""
-    if not _BLAS:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            found = tuple(c for c in ThreadpoolController().lib_controllers if c.user_api == "blas")
-        except Exception:  # not installed, or no BLAS it can drive
-            found = ()
-        _BLAS.append(found)
-    return _BLAS[0]
-
-
-class _OneBlasThread:
-    """``with _OneBlasThread():`` holds BLAS to one thread (a no-op without threadpoolctl).
-
-    A product big enough to be split over OpenBLAS threads waits for the second
-    thread; on a busy 2-core machine that wait measured 0.7 ms or 55 ms at random,
-    while the products inside a recurrent loop gain little from a second thread.
-    """
-
-    def __enter__(self):
-        self.controllers = _blas_controllers()
-        self.previous = [c.num_threads for c in self.controllers]
-        for c, n in zip(self.controllers, self.previous):
-            if n != 1:
-                c.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        for c, n in zip(self.controllers, self.previous):
-            if n != 1:
-                c.set_num_threads(n)
 
 
 def _loop_blas(batch, units):
     """One BLAS thread for the per-step products of a loop when they are small
     (``batch * units^2`` up to 2^20 multiply-adds per gate), else leave BLAS alone."""
-    return _OneBlasThread() if batch * units * units <= 1 << 20 else contextlib.nullcontext()
-
-
-def single_threaded_product(a, b):
-    """``a @ b`` with BLAS held to one thread, or None when that cannot be arranged."""
-    if not _blas_controllers():
-        return None
-    with _OneBlasThread():
-        return a @ b
+    return one_thread_if_small(batch * units * units)
 
 
 def scratch(shape, dtype, slot):
@@ -227,7 +184,7 @@ class LSTMSequence:
         # thread (threadpoolctl), else summed step by step from (u, u) products, which
         # OpenBLAS runs single-threaded anyway (see single_threaded_product)
         Hp = s.HD if s.HD is not None else s.H[:-1]
-        per_step = needs[1] and not _blas_controllers()
+        per_step = needs[1] and not blas_controllers()
         dU4 = np.zeros((4, u, u), dt) if per_step else None
         dU_step = np.empty((4, u, u), dt)
         for t in range(T - 1, -1, -1):

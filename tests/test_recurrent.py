@@ -507,12 +507,12 @@ def test_op_level_api():
 
 def test_lstm_kernel_without_threadpoolctl(monkeypatch):
     """Without threadpoolctl the recurrent-kernel gradient is summed per step: same result."""
-    from dlx.backends import numpy_rnn
+    from dlx.backends import blas_threads
 
-    threads_before = [c.num_threads for c in numpy_rnn._blas_controllers()]
+    threads_before = [c.num_threads for c in blas_threads.blas_controllers()]
     fast, _ = _run_op("lstm", True, "float64", mask=True, recurrent_dropout=True)
-    assert [c.num_threads for c in numpy_rnn._blas_controllers()] == threads_before
-    monkeypatch.setattr(numpy_rnn, "_BLAS", [()])
+    assert [c.num_threads for c in blas_threads.blas_controllers()] == threads_before
+    monkeypatch.setattr(blas_threads, "_CONTROLLERS", [()])
     per_step, _ = _run_op("lstm", True, "float64", mask=True, recurrent_dropout=True)
     slow, _ = _run_op("lstm", False, "float64", mask=True, recurrent_dropout=True)
     for a, b, c in zip(fast, per_step, slow):
