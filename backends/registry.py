@@ -159,7 +159,7 @@ def _instance(name):
         backend.name = name
         _INSTANCES[name] = backend
         for array_type in backend.array_types:
-            _TYPE_CACHE[array_type] = backend
+            _TYPE_CACHE.setdefault(array_type, backend)
     return _INSTANCES[name]
 
 
@@ -167,6 +167,9 @@ def set_backend(name):
     """Make ``name`` the backend new arrays (weights, host inputs) are created on."""
     global _CURRENT
     _CURRENT = _instance(name)
+    # two backends may own one array class (numpy and cuda_emulation both hold
+    # NumPy arrays): the current one wins, so ownership is looked up afresh
+    _TYPE_CACHE.clear()
     return _CURRENT
 
 
@@ -186,6 +189,9 @@ def _owner_or_none(array):
     backend = _TYPE_CACHE.get(cls)
     if backend is not None:
         return backend
+    if _CURRENT is not None and _CURRENT.owns(array):
+        _TYPE_CACHE[cls] = _CURRENT
+        return _CURRENT
     for backend in _INSTANCES.values():
         if backend.owns(array):
             _TYPE_CACHE[cls] = backend
@@ -279,3 +285,4 @@ def _builtin(module_name, class_name):
 register_backend("numpy", _builtin("numpy_backend", "NumpyBackend"))
 register_backend("array_api_strict", _builtin("strict_backend", "StrictBackend"))
 register_backend("cupy", _builtin("cupy_backend", "CupyBackend"))
+register_backend("cuda_emulation", _builtin("cuda_emulation_backend", "CudaEmulationBackend"))
