@@ -13,94 +13,129 @@
 // indices outside [0, size) read as zero. P may be negative (cropping) and the
 // far side needs no count: it follows from the output size. The matrix
 // products between these kernels run on cuBLAS (xp.matmul in the glue).
+//
+// im2col and col2im index with 32-bit ints when every flat index fits (integer
+// division, which these kernels do a lot of, is several times cheaper on
+// 32 bits) and with 64-bit ones otherwise.
 
 #include "common.cuh"
 
+struct ConvShape {
+  int N, D, H, W, C;     // input
+  int OD, OH, OW;       // output positions
+  int KD, KH, KW;       // kernel
+  int SD, SH, SW;       // strides
+  int DD, DH, DW;       // dilation
+  int PD, PH, PW;       // padding before (negative: cropping)
+  int G, Cg, Kp;        // groups, channels per group, kernel offsets
+  long long M;          // output positions in all
+};
+
+__device__ __forceinline__ ConvShape conv_shape(int N, int D, int H, int W, int C, int OD, int OH,
+                                                int OW, int KD, int KH, int KW, int SD, int SH,
+                                                int SW, int DD, int DH, int DW, int PD, int PH,
+                                                int PW, int G) {
+  ConvShape s = {N,  D,  H,  W,  C,  OD, OH, OW, KD, KH, KW, SD,     SH,           SW,
+                 DD, DH, DW, PD, PH, PW, G,  C / G, KD * KH * KW, (long long)N * OD * OH * OW};
+  return s;
+}
+
+// True when flat indices up to `largest` (plus one grid stride) fit in an int.
+__device__ __forceinline__ bool fits_int(long long largest) {
+  return largest + (long long)blockDim.x * gridDim.x < 2147483647LL;
+}
+
 // cols[g][m][k][cg] = x[n, od*SD - PD + kd*DD, oh*SH - PH + kh*DH, ow*SW - PW + kw*DW, g*Cg + cg]
-// (zero outside x). One thread per column entry: consecutive threads read
-// consecutive channels and write consecutive entries.
-template <typename T>
-__global__ void im2col(const T* __restrict__ x, T* __restrict__ cols, int N, int D, int H, int W,
-                       int C, int OD, int OH, int OW, int KD, int KH, int KW, int SD, int SH,
-                       int SW, int DD, int DH, int DW, int PD, int PH, int PW, int G) {
-  const int Cg = C / G;
-  const int row = KD * KH * KW * Cg;  // entries per (group, output position)
-  const long long M = (long long)N * OD * OH * OW;
-  const long long total = (long long)G * M * row;
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-       i += (long long)blockDim.x * gridDim.x) {
-    const long long gm = i / row;
+// (zero outside x), for every flat column index i < total, with index type I.
+template <typename T, typename I>
+__device__ __forceinline__ void im2col_cells(const T* __restrict__ x, T* __restrict__ cols,
+                                             const ConvShape& s, I total) {
+  const I row = (I)s.Kp * s.Cg;  // entries per (group, output position)
+  const I M = (I)s.M;
+  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+       i += (I)blockDim.x * gridDim.x) {
+    const I gm = i / row;
     int r = (int)(i - gm * row);
-    const int cg = r % Cg;
-    r /= Cg;
-    const int kw = r % KW;
-    r /= KW;
-    const int kh = r % KH;
-    const int kd = r / KH;
+    const int cg = r % s.Cg;
+    r /= s.Cg;
+    const int kw = r % s.KW;
+    r /= s.KW;
+    const int kh = r % s.KH;
+    const int kd = r / s.KH;
     const int g = (int)(gm / M);
-    long long m = gm - (long long)g * M;
-    const int ow = (int)(m % OW);
-    m /= OW;
-    const int oh = (int)(m % OH);
-    m /= OH;
-    const int od = (int)(m % OD);
-    const long long n = m / OD;
-    const int id = od * SD - PD + kd * DD;
-    const int ih = oh * SH - PH + kh * DH;
-    const int iw = ow * SW - PW + kw * DW;
+    I m = gm - (I)g * M;
+    const int ow = (int)(m % s.OW);
+    m /= s.OW;
+    const int oh = (int)(m % s.OH);
+    m /= s.OH;
+    const int od = (int)(m % s.OD);
+    const I n = m / s.OD;
+    const int id = od * s.SD - s.PD + kd * s.DD;
+    const int ih = oh * s.SH - s.PH + kh * s.DH;
+    const int iw = ow * s.SW - s.PW + kw * s.DW;
     T value = T(0);
-    if (id >= 0 && id < D && ih >= 0 && ih < H && iw >= 0 && iw < W)
-      value = x[(((n * D + id) * H + ih) * W + iw) * C + g * Cg + cg];
+    if (id >= 0 && id < s.D && ih >= 0 && ih < s.H && iw >= 0 && iw < s.W)
+      value = x[(((n * s.D + id) * s.H + ih) * s.W + iw) * s.C + g * s.Cg + cg];
     cols[i] = value;
   }
 }
 
-// The adjoint of im2col, as a gather: x[n, id, ih, iw, c] = the sum of every
-// column entry im2col would have read from that cell (zero if none). One
-// thread per input cell, so no two threads write the same place.
+// One thread per column entry: consecutive threads read consecutive channels
+// and write consecutive entries.
 template <typename T>
-__global__ void col2im(const T* __restrict__ cols, T* __restrict__ x, int N, int D, int H, int W,
+__global__ void im2col(const T* __restrict__ x, T* __restrict__ cols, int N, int D, int H, int W,
                        int C, int OD, int OH, int OW, int KD, int KH, int KW, int SD, int SH,
                        int SW, int DD, int DH, int DW, int PD, int PH, int PW, int G) {
-  const int Cg = C / G;
-  const int Kp = KD * KH * KW;
-  const long long M = (long long)N * OD * OH * OW;
-  const long long total = (long long)N * D * H * W * C;
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-       i += (long long)blockDim.x * gridDim.x) {
-    long long r = i / C;
-    const int c = (int)(i - r * C);
-    const int iw = (int)(r % W);
-    r /= W;
-    const int ih = (int)(r % H);
-    r /= H;
-    const int id = (int)(r % D);
-    const long long n = r / D;
-    const int g = c / Cg;
-    const int cg = c - g * Cg;
-    const T* group = cols + (long long)g * M * Kp * Cg + cg;
+  const ConvShape s =
+      conv_shape(N, D, H, W, C, OD, OH, OW, KD, KH, KW, SD, SH, SW, DD, DH, DW, PD, PH, PW, G);
+  const long long total = s.M * s.Kp * C;
+  const long long x_size = (long long)N * D * H * W * C;
+  if (fits_int(total > x_size ? total : x_size))
+    im2col_cells<T, int>(x, cols, s, (int)total);
+  else
+    im2col_cells<T, long long>(x, cols, s, total);
+}
+
+// x[n, id, ih, iw, c] = the sum of every column entry im2col would have read
+// from that cell (zero if none), for every flat input index i < total.
+template <typename T, typename I>
+__device__ __forceinline__ void col2im_cells(const T* __restrict__ cols, T* __restrict__ x,
+                                             const ConvShape& s, I total) {
+  const I group_size = (I)s.M * s.Kp * s.Cg;
+  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+       i += (I)blockDim.x * gridDim.x) {
+    I r = i / s.C;
+    const int c = (int)(i - r * s.C);
+    const int iw = (int)(r % s.W);
+    r /= s.W;
+    const int ih = (int)(r % s.H);
+    r /= s.H;
+    const int id = (int)(r % s.D);
+    const I n = r / s.D;
+    const int g = c / s.Cg;
+    const T* group = cols + (I)g * group_size + (c - g * s.Cg);
     T sum = T(0);
-    for (int kd = 0; kd < KD; ++kd) {
-      const int td = id + PD - kd * DD;  // = od * SD for the output that meets this cell
-      if (td < 0) break;                 // decreases with kd
-      if (td % SD) continue;
-      const int od = td / SD;
-      if (od >= OD) continue;
-      for (int kh = 0; kh < KH; ++kh) {
-        const int th = ih + PH - kh * DH;
+    for (int kd = 0; kd < s.KD; ++kd) {
+      const int td = id + s.PD - kd * s.DD;  // = od * SD for the output that meets this cell
+      if (td < 0) break;                     // decreases with kd
+      if (td % s.SD) continue;
+      const int od = td / s.SD;
+      if (od >= s.OD) continue;
+      for (int kh = 0; kh < s.KH; ++kh) {
+        const int th = ih + s.PH - kh * s.DH;
         if (th < 0) break;
-        if (th % SH) continue;
-        const int oh = th / SH;
-        if (oh >= OH) continue;
-        for (int kw = 0; kw < KW; ++kw) {
-          const int tw = iw + PW - kw * DW;
+        if (th % s.SH) continue;
+        const int oh = th / s.SH;
+        if (oh >= s.OH) continue;
+        for (int kw = 0; kw < s.KW; ++kw) {
+          const int tw = iw + s.PW - kw * s.DW;
           if (tw < 0) break;
-          if (tw % SW) continue;
-          const int ow = tw / SW;
-          if (ow >= OW) continue;
-          const long long m = ((n * OD + od) * OH + oh) * OW + ow;
-          const int k = (kd * KH + kh) * KW + kw;
-          sum += group[(m * Kp + k) * Cg];
+          if (tw % s.SW) continue;
+          const int ow = tw / s.SW;
+          if (ow >= s.OW) continue;
+          const I m = ((n * s.OD + od) * s.OH + oh) * s.OW + ow;
+          const int k = (kd * s.KH + kh) * s.KW + kw;
+          sum += group[(m * s.Kp + k) * s.Cg];
         }
       }
     }
@@ -108,25 +143,57 @@ __global__ void col2im(const T* __restrict__ cols, T* __restrict__ x, int N, int
   }
 }
 
+// The adjoint of im2col, as a gather: one thread per input cell, so no two
+// threads write the same place (no atomics, deterministic).
+template <typename T>
+__global__ void col2im(const T* __restrict__ cols, T* __restrict__ x, int N, int D, int H, int W,
+                       int C, int OD, int OH, int OW, int KD, int KH, int KW, int SD, int SH,
+                       int SW, int DD, int DH, int DW, int PD, int PH, int PW, int G) {
+  const ConvShape s =
+      conv_shape(N, D, H, W, C, OD, OH, OW, KD, KH, KW, SD, SH, SW, DD, DH, DW, PD, PH, PW, G);
+  const long long total = (long long)N * D * H * W * C;
+  const long long cols_size = s.M * s.Kp * C;
+  if (fits_int(total > cols_size ? total : cols_size))
+    col2im_cells<T, int>(cols, x, s, (int)total);
+  else
+    col2im_cells<T, long long>(cols, x, s, total);
+}
+
 // Forward epilogue: y[m, g*Fg + f] = act(src[g, m, f] + bias[g*Fg + f]) with act
-// the identity or ReLU. Puts grouped products (G, M, Fg) back in channels_last
-// order; with G == 1 src may be y itself (each thread reads and writes one cell).
-// bias is read only when has_bias is non-zero.
+// the identity or ReLU (NaN stays NaN, as with a maximum). Puts grouped products
+// (G, M, Fg) back in channels_last order; with G == 1 src may be y itself (each
+// thread reads and writes one cell). bias is read only when has_bias is non-zero.
+template <typename T, typename I>
+__device__ __forceinline__ void bias_act_cells(const T* src, const T* bias, T* y, I M, int G,
+                                               int Fg, int has_bias, int relu) {
+  const int F = G * Fg;
+  const I total = M * F;
+  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+       i += (I)blockDim.x * gridDim.x) {
+    T value;
+    int c = 0;
+    if (G == 1) {
+      value = src[i];
+      if (has_bias) c = (int)(i % F);
+    } else {
+      const I m = i / F;
+      c = (int)(i - m * F);
+      const int g = c / Fg;
+      value = src[((I)g * M + m) * Fg + (c - g * Fg)];
+    }
+    if (has_bias) value += bias[c];
+    if (relu && value < T(0)) value = T(0);
+    y[i] = value;
+  }
+}
+
 template <typename T>
 __global__ void bias_act(const T* src, const T* bias, T* y, long long M, int G, int Fg,
                          int has_bias, int relu) {
-  const int F = G * Fg;
-  const long long total = M * F;
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-       i += (long long)blockDim.x * gridDim.x) {
-    const long long m = i / F;
-    const int c = (int)(i - m * F);
-    const int g = c / Fg;
-    T value = src[((long long)g * M + m) * Fg + (c - g * Fg)];
-    if (has_bias) value += bias[c];
-    if (relu && !(value > T(0))) value = value != value ? value : T(0);  // keeps NaN
-    y[i] = value;
-  }
+  if (fits_int(M * G * Fg))
+    bias_act_cells<T, int>(src, bias, y, (int)M, G, Fg, has_bias, relu);
+  else
+    bias_act_cells<T, long long>(src, bias, y, M, G, Fg, has_bias, relu);
 }
 
 // Gradient through a fused ReLU: out = g where y > 0, else 0.
