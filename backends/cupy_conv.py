@@ -193,11 +193,9 @@ class CudaConv:
         return out
 
     def _by_group(self, g2, groups):
-        """``(M, F)`` -> ``(G, M, F/G)`` (a view when there is one group)."""
+        """``(M, F)`` -> ``(G, M, F/G)``, contiguous."""
         xp = self.xp
         m, f = g2.shape
-        if groups == 1:
-            return xp.reshape(g2, (1, m, f))
         return xp.ascontiguousarray(
             xp.transpose(xp.reshape(g2, (m, groups, f // groups)), (1, 0, 2))
         )
@@ -218,11 +216,14 @@ class CudaConv:
         kp = math.prod(kernel_size)
         cg, fg = c // groups, f // groups
         m = math.prod(g.shape[:-1])
-        gg = self._by_group(xp.reshape(g, (m, f)), groups)  # (G, M, Fg)
-        # (G, Fg, Kp*Cg): the kernel of each group, transposed
-        wt = xp.transpose(xp.reshape(w, (kp, cg, groups, fg)), (2, 3, 0, 1))
-        wt = xp.ascontiguousarray(xp.reshape(wt, (groups, fg, kp * cg)))
-        dcols = xp.matmul(gg, wt)  # (G, M, Kp*Cg)
+        if groups == 1:  # one product; cuBLAS reads the transposed kernel in place
+            dcols = xp.matmul(xp.reshape(g, (m, f)), xp.reshape(w, (kp * c, f)).T)
+        else:
+            gg = self._by_group(xp.reshape(g, (m, f)), groups)  # (G, M, Fg)
+            # (G, Fg, Kp*Cg): the kernel of each group, transposed
+            wt = xp.transpose(xp.reshape(w, (kp, cg, groups, fg)), (2, 3, 0, 1))
+            wt = xp.ascontiguousarray(xp.reshape(wt, (groups, fg, kp * cg)))
+            dcols = xp.matmul(gg, wt)  # (G, M, Kp*Cg)
         plain = all(s == 1 for s in strides) and all(b == 0 and a == 0 for b, a in pads)
         if kp == 1 and groups == 1 and plain:
             return xp.reshape(dcols, tuple(x_shape))
@@ -251,10 +252,10 @@ class CudaConv:
         if cols is None:
             cols = self._columns(xp.ascontiguousarray(x), kernel_size, geometry, out_size)
         m = cols.shape[1]
-        gg = self._by_group(xp.reshape(xp.ascontiguousarray(g), (m, f)), groups)
-        gw = xp.matmul(xp.transpose(cols, (0, 2, 1)), gg)  # (G, Kp*Cg, Fg)
-        if groups == 1:
-            return xp.reshape(gw, tuple(w_shape))
+        g2 = xp.reshape(xp.ascontiguousarray(g), (m, f))
+        if groups == 1:  # cols^T read in place by cuBLAS
+            return xp.reshape(xp.matmul(cols[0].T, g2), tuple(w_shape))
+        gw = xp.matmul(xp.transpose(cols, (0, 2, 1)), self._by_group(g2, groups))  # (G, Kp*Cg, Fg)
         gw = xp.transpose(xp.reshape(gw, (groups, kp, cg, fg)), (1, 2, 0, 3))
         return xp.reshape(xp.ascontiguousarray(gw), tuple(w_shape))
 
