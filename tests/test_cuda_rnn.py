@@ -8,12 +8,19 @@ the project's CUDA emulation header, and the glue runs with ``xp = numpy``.
   numpy backend's kernel table, against the same op with the kernel table off
   (the generic Array API loop): outputs and the gradients of every input, for
   each cell, masks, ``go_backwards``, ``return_sequences``, recurrent dropout
-  masks and several activations, in float64 (tight) and float32 (rtol 1e-5).
+  masks and several activations, in float64 (tight) and float32 (rtol 1e-5);
+  launches with fewer threads than cells (grid-stride loops); what falls back.
+* Layer level, on the ``cuda_emulation`` backend (NumPy arrays, the GPU kernel
+  table): float64 finite-difference gradient checks of SimpleRNN, LSTM, GRU
+  (both ``reset_after``) and Bidirectional layers, dropout and recurrent dropout
+  against the numpy backend, and the ``lstm_train`` workload training with the
+  numpy backend's losses. A spy asserts the CUDA kernels ran (no silent fallback).
 """
 
 import functools
 import itertools
 import os
+import re
 import shutil
 
 import numpy as np
@@ -229,6 +236,24 @@ def test_unsupported_inputs_fall_back(installed):
     assert outs[0].shape == (3, 2, 2)
 
 
+@pytest.mark.parametrize("cell, cell_options", VARIANTS, ids=["rnn", "lstm", "gru_ra", "gru_rb"])
+def test_grid_stride_loops_cover_every_state(installed, monkeypatch, cell, cell_options):
+    """Launches with fewer threads than (batch, unit) cells: each thread takes several."""
+    monkeypatch.setattr(cupy_rnn, "BLOCK", 4)
+    monkeypatch.setattr(cupy_rnn, "MAX_BLOCKS", 1)
+    _assert_matches_generic(cell, "float64", mask=True, recurrent_dropout=True, **cell_options)
+
+
+def test_activation_codes_match_the_cuda_source():
+    from dlx.backends.cuda_modules import source_path
+
+    text = source_path(cupy_rnn.SOURCE).read_text()
+    defined = {
+        name.lower(): int(code) for name, code in re.findall(r"#define DLX_ACT_(\w+) (\d+)", text)
+    }
+    assert defined == cupy_rnn.ACTIVATION_CODES
+
+
 def test_cuda_sources_list_every_kernel_for_both_dtypes():
     names = cupy_rnn.CUDA_SOURCES["recurrent.cu"]
     for kernel in cupy_rnn._KERNELS:
@@ -343,3 +368,31 @@ def test_lstm_train_workload_matches_numpy(kernel_calls):
     reference = _lstm_train_losses("numpy", steps=4)
     assert emulated[-1] < emulated[0]  # it trains
     np.testing.assert_allclose(emulated, reference, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_recurrent_dropout_layer_matches_numpy(kernel_calls, cell):
+    """Training-mode dropout and recurrent dropout (same seed, so the same masks) give the
+    numpy backend's outputs and gradients on the cuda_emulation backend."""
+
+    def run(backend):
+        dlx.set_backend(backend)
+        dlx.set_seed(3)
+        layer = LAYER_CELLS[cell](
+            3, dropout=0.2, recurrent_dropout=0.4, return_sequences=True, dtype="float64"
+        )
+        x = dlx.Tensor(_x((4, 5, 2), seed=4), requires_grad=True)
+        mask = dlx.asarray(_x((4, 5), seed=5) > -0.5)
+        y = layer(x, training=True, mask=mask)
+        (y * dlx.asarray(_x(tuple(y.shape), seed=6))).sum().backward()
+        with dlx.no_grad():
+            undropped = to_host(layer(x, training=False, mask=mask))
+        assert np.abs(to_host(y) - undropped).max() > 1e-3  # the masks were applied
+        grads = [to_host(w.grad) for w in layer.trainable_weights]
+        return [to_host(y), to_host(x.grad)] + grads
+
+    emulated = run("cuda_emulation")
+    assert kernel_calls[cell] == 2
+    reference = run("numpy")
+    for a, b in zip(emulated, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
