@@ -49,14 +49,15 @@ MAX_BLOCKS = 65535
 
 
 class _Saved:
-    """What backward needs from one forward call (arrays in processing order)."""
+    """What one loop needs (and backward keeps): arrays in processing order and the
+    per-call kernel arguments."""
 
     def __init__(self, **fields):
         self.__dict__.update(fields)
 
 
 class _Kernels:
-    """Typed launchers of the recurrent.cu kernels for one ``xp``/loader."""
+    """The compiled recurrent.cu for one ``xp``/loader, and launchers of its kernels."""
 
     def __init__(self, xp, load):
         self.xp = xp
@@ -67,18 +68,21 @@ class _Kernels:
     def supports(self, array):
         return isinstance(array, self.xp.ndarray) and array.dtype in _CTYPES
 
-    def __call__(self, name, dtype, batch, units, *args):
-        """Launch ``name<T>`` over ``batch * units`` threads; ``args`` in parameter order,
-        with Python ints (passed as int32) and arrays; batch, units come last but one."""
+    def launcher(self, name, dtype, threads):
+        """``launch(*args)`` running ``name<T>`` over ``threads`` threads (grid-stride);
+        ``args`` in parameter order: arrays, ``np.int32`` scalars."""
         key = (name, np.dtype(dtype))
         function = self._functions.get(key)
         if function is None:
             expression = f"{name}<{_CTYPES[key[1]]}>"
             function = self._functions[key] = self.module.get_function(expression)
-        n = batch * units
-        grid = (max(1, min((n + BLOCK - 1) // BLOCK, MAX_BLOCKS)),)
-        converted = tuple(np.int32(a) if isinstance(a, (bool, int)) else a for a in args)
-        function(grid, (BLOCK,), converted)
+        grid = (max(1, min((threads + BLOCK - 1) // BLOCK, MAX_BLOCKS)),)
+        block = (BLOCK,)
+
+        def launch(*args):
+            function(grid, block, args)
+
+        return launch
 
     def dummy(self, dtype):
         """A 1-element array passed where an optional input is absent (its flag is 0)."""
@@ -89,10 +93,14 @@ class _Kernels:
         return array
 
 
-class _Base:
-    """Shared setup of the three cells: dtype checks, masks and the state buffers."""
+def _i32(value):
+    return np.int32(value)
 
-    cell = None
+
+class _Base:
+    """Shared by the three cells: support checks, the state buffers, the mask and
+    dropout arguments, the incoming gradients and the stacked weight gradient."""
+
     gates = 1
 
     def __init__(self, kernels):
@@ -111,122 +119,134 @@ class _Base:
             arrays.append(spec.recurrent_mask)
         return all(isinstance(a, self.xp.ndarray) and a.dtype == xproj.dtype for a in arrays)
 
-    def _setup(self, spec, xproj, h0):
-        """(xproj contiguous, processing order of time indices, H, keep masks (T, B) or None,
-        rm or None, HD or None)."""
+    def _loop(self, spec, xproj, h0):
+        """The buffers and per-call kernel arguments of a forward loop.
+
+        ``H (T+1, B, u)`` with ``H[0] = h0``; with a recurrent dropout mask ``rm`` also
+        ``HD (T+1, B, u)``, the dropped states ``H * rm`` that the products read
+        (``hd_in``: HD or H); ``hd_out[k]``: where step k writes its dropped state (a
+        dummy without dropout); ``keep[k]``: the step mask ``(B,)`` of 0/1 (a dummy
+        without a mask); ``order``: the time index of each processing step.
+        """
         xp = self.xp
         steps, batch, _ = xproj.shape
         units = h0.shape[1]
         dt = xproj.dtype
-        x = xp.ascontiguousarray(xproj)
+        dummy = self.k.dummy(dt)
         H = xp.empty((steps + 1, batch, units), dtype=dt)
         H[0] = h0
-        keep = None
+        keep = [dummy] * steps
         if spec.mask is not None:
-            keep = xp.asarray(spec.mask).T
-            if spec.go_backwards:
-                keep = keep[::-1]
-            keep = xp.ascontiguousarray(keep, dtype=dt)
-        rm = HD = None
+            mask = xp.asarray(spec.mask).T
+            mask = xp.ascontiguousarray(mask[::-1] if spec.go_backwards else mask, dtype=dt)
+            keep = list(mask)
+        rm, HD, hd_out = dummy, None, [dummy] * steps
         if spec.recurrent_mask is not None:
             rm = xp.ascontiguousarray(xp.broadcast_to(spec.recurrent_mask, (batch, units)))
             HD = xp.empty((steps + 1, batch, units), dtype=dt)
             xp.multiply(H[0], rm, out=HD[0])
-        return x, spec.order(steps), H, keep, rm, HD
+            hd_out = list(HD[1:])
+        return _Saved(
+            x=xp.ascontiguousarray(xproj),
+            order=spec.order(steps),
+            steps=steps,
+            dtype=dt,
+            H=H,
+            HD=HD,
+            hd_in=HD if HD is not None else H,
+            hd_out=hd_out,
+            keep=keep,
+            has_keep=_i32(spec.mask is not None),
+            rm=rm,
+            has_rm=_i32(HD is not None),
+            threads=batch * units,
+            batch=_i32(batch),
+            units=_i32(units),
+            act=_i32(ACTIVATION_CODES[spec.activation]),
+            ract=_i32(ACTIVATION_CODES.get(spec.recurrent_activation, 0)),
+        )
 
-    def _flags(self, keep, rm, step, dt):
-        """(keep_t, has_keep, rm, has_rm) kernel arguments of one step."""
-        dummy = self.k.dummy(dt)
-        keep_t = (keep[step], 1) if keep is not None else (dummy, 0)
-        rm_arg = (rm, 1) if rm is not None else (dummy, 0)
-        return keep_t + rm_arg
+    def _outputs(self, spec, s, *states):
+        """(sequence (T, B, u) when return_sequences, final h, other final states...).
+        Also drops the loop's input, which backward does not read."""
+        s.x = None
+        outputs = (s.H[s.steps],) + states
+        if spec.return_sequences:
+            outputs = (s.H[1:],) + outputs
+        return outputs
 
-    def _grad_inputs(self, d_seq, d_h, H):
-        """Contiguous copies of the incoming gradients: (d_seq or None, carry = d_h)."""
+    def _incoming(self, s, d_seq, d_h):
+        """Backward start: (per-step sequence gradients or dummies, has_dseq, carry = a
+        copy of d_h, dh_rec = zeros). Each step's kernel takes the state gradient as
+        ``dh_rec * rm + carry + d_seq[k]``."""
         xp = self.xp
-        dt = H.dtype
+        dt = s.dtype
+        shape = tuple(s.H.shape[1:])
+        dseq = [self.k.dummy(dt)] * s.steps
         if d_seq is not None:
-            d_seq = xp.ascontiguousarray(d_seq, dtype=dt)
+            dseq = list(xp.ascontiguousarray(d_seq, dtype=dt))
         carry = xp.array(d_h, dtype=dt, copy=True, order="C")
-        return d_seq, carry
+        return dseq, _i32(d_seq is not None), carry, xp.zeros(shape, dtype=dt)
 
-    def _dseq(self, d_seq, step, dt):
-        return (d_seq[step], 1) if d_seq is not None else (self.k.dummy(dt), 0)
-
-    @staticmethod
-    def _finish_dh(xp, dh_rec, rm, carry):
-        """dh0 = dh_rec * rm + carry (the state gradient out of the first step)."""
-        if rm is not None:
-            dh_rec = dh_rec * rm
+    def _first_state_grad(self, s, dh_rec, carry):
+        """The gradient of h0: what the first step sends back, ``dh_rec * rm + carry``."""
+        if s.HD is not None:
+            dh_rec = dh_rec * s.rm
         return dh_rec + carry
 
-    def _time_order(self, spec, per_step):
-        return per_step[::-1] if spec.go_backwards else per_step
+    def _read_states(self, s):
+        """The states the recurrent products read, ``(T, B, u)`` (dropped if dropout)."""
+        return s.hd_in[:-1]
 
     @staticmethod
-    def _stacked_product(xp, left, right):
+    def _time_order(spec, per_step):
+        return per_step[::-1] if spec.go_backwards else per_step
+
+    def _stacked_product(self, left, right):
         """``sum_t left[t]^T @ right[t]`` as one product: left (T, B, a), right (T, B, c)."""
-        return xp.matmul(left.reshape(-1, left.shape[-1]).T, right.reshape(-1, right.shape[-1]))
+        a = left.reshape(-1, left.shape[-1])
+        return self.xp.matmul(a.T, right.reshape(-1, right.shape[-1]))
 
 
 class RNNSequence(_Base):
-    """SimpleRNN: ``h = act(xproj[t] + hd @ U)``."""
+    """SimpleRNN: ``h = act(xproj[t] + hd @ U)``; ``A (T, B, u)`` keeps the activations."""
 
     def forward(self, spec, xproj, U, rbias, h0, c0):
         if rbias is not None or not self._supported(spec, xproj, U, (h0,)):
             return None
         xp = self.xp
-        x, order, H, keep, rm, HD = self._setup(spec, xproj, h0)
-        steps, batch, units = x.shape
-        dt = x.dtype
-        act = ACTIVATION_CODES[spec.activation]
-        U = xp.ascontiguousarray(U)
-        A = xp.empty((steps, batch, units), dtype=dt)  # act(pre-activation)
-        hd_prev = HD if HD is not None else H
-        for k, t in enumerate(order):
-            xp.matmul(hd_prev[k], U, out=A[k])
-            keep_t, has_keep, rm_arg, has_rm = self._flags(keep, rm, k, dt)
-            hd_out = HD[k + 1] if HD is not None else self.k.dummy(dt)
-            self.k(
-                "rnn_forward_step", dt, batch, units,
-                x[t], A[k], H[k], H[k + 1], hd_out, keep_t, has_keep, rm_arg, has_rm,
-                batch, units, act,
+        s = self._loop(spec, xproj, h0)
+        s.U = xp.ascontiguousarray(U)
+        s.A = xp.empty(s.H[1:].shape, dtype=s.dtype)
+        H, A, x = s.H, s.A, s.x
+        step = self.k.launcher("rnn_forward_step", s.dtype, s.threads)
+        for k, t in enumerate(s.order):
+            xp.matmul(s.hd_in[k], s.U, out=A[k])
+            step(
+                x[t], A[k], H[k], H[k + 1], s.hd_out[k], s.keep[k], s.has_keep, s.rm, s.has_rm,
+                s.batch, s.units, s.act,
             )  # fmt: skip
-        saved = _Saved(H=H, HD=HD, A=A, U=U, keep=keep, rm=rm)
-        outputs = (H[steps],)
-        if spec.return_sequences:
-            outputs = (H[1:],) + outputs
-        return outputs, saved
+        return self._outputs(spec, s), s
 
     def backward(self, spec, s, d_seq, d_h, d_c, needs):
         xp = self.xp
-        A, U = s.A, s.U
-        steps, batch, units = A.shape
-        dt = A.dtype
-        act = ACTIVATION_CODES[spec.activation]
-        d_seq, carry = self._grad_inputs(d_seq, d_h, s.H)
-        UT = xp.ascontiguousarray(U.T)
-        dA = xp.empty_like(A)
-        dh_rec = xp.zeros((batch, units), dtype=dt)
-        for k in range(steps - 1, -1, -1):
-            keep_t, has_keep, rm_arg, has_rm = self._flags(s.keep, s.rm, k, dt)
-            dseq_k, has_dseq = self._dseq(d_seq, k, dt)
-            self.k(
-                "rnn_backward_step", dt, batch, units,
-                dh_rec, rm_arg, has_rm, carry, dseq_k, has_dseq, keep_t, has_keep,
-                A[k], dA[k], batch, units, act,
+        dseq, has_dseq, carry, dh_rec = self._incoming(s, d_seq, d_h)
+        UT = xp.ascontiguousarray(s.U.T)
+        dA = xp.empty_like(s.A)
+        step = self.k.launcher("rnn_backward_step", s.dtype, s.threads)
+        for k in range(s.steps - 1, -1, -1):
+            step(
+                dh_rec, s.rm, s.has_rm, carry, dseq[k], has_dseq, s.keep[k], s.has_keep,
+                s.A[k], dA[k], s.batch, s.units, s.act,
             )  # fmt: skip
             xp.matmul(dA[k], UT, out=dh_rec)
-        dh0 = self._finish_dh(xp, dh_rec, s.rm, carry)
-        dU = None
-        if needs[1]:
-            Hp = s.HD[:-1] if s.HD is not None else s.H[:-1]
-            dU = self._stacked_product(xp, Hp, dA)
-        return self._time_order(spec, dA), dU, None, dh0, None
+        dU = self._stacked_product(self._read_states(s), dA) if needs[1] else None
+        return self._time_order(spec, dA), dU, None, self._first_state_grad(s, dh_rec, carry), None
 
 
 class LSTMSequence(_Base):
-    """LSTM (gates i, f, c, o); ``A (T, B, 4u)`` keeps the activated gates."""
+    """LSTM (gates i, f, c, o): ``A (T, B, 4u)`` keeps the activated gates, ``C (T+1, B, u)``
+    the cell states, ``TC (T, B, u)`` act(c) before the mask."""
 
     gates = 4
 
@@ -234,60 +254,37 @@ class LSTMSequence(_Base):
         if rbias is not None or not self._supported(spec, xproj, U, (h0, c0)):
             return None
         xp = self.xp
-        x, order, H, keep, rm, HD = self._setup(spec, xproj, h0)
-        steps, batch, G = x.shape
-        units = G // 4
-        dt = x.dtype
-        act = ACTIVATION_CODES[spec.activation]
-        ract = ACTIVATION_CODES[spec.recurrent_activation]
-        U = xp.ascontiguousarray(U)
-        C = xp.empty((steps + 1, batch, units), dtype=dt)
-        C[0] = c0
-        A = xp.empty((steps, batch, G), dtype=dt)
-        TC = xp.empty((steps, batch, units), dtype=dt)  # act(c) before the mask
-        hd_prev = HD if HD is not None else H
-        for k, t in enumerate(order):
-            xp.matmul(hd_prev[k], U, out=A[k])
-            keep_t, has_keep, rm_arg, has_rm = self._flags(keep, rm, k, dt)
-            hd_out = HD[k + 1] if HD is not None else self.k.dummy(dt)
-            self.k(
-                "lstm_forward_step", dt, batch, units,
-                x[t], A[k], H[k], C[k], H[k + 1], C[k + 1], TC[k], hd_out,
-                keep_t, has_keep, rm_arg, has_rm, batch, units, act, ract,
+        s = self._loop(spec, xproj, h0)
+        s.U = xp.ascontiguousarray(U)
+        s.C = xp.empty_like(s.H)
+        s.C[0] = c0
+        s.A = xp.empty(s.x.shape, dtype=s.dtype)
+        s.TC = xp.empty(s.H[1:].shape, dtype=s.dtype)
+        H, C, A, TC, x = s.H, s.C, s.A, s.TC, s.x
+        step = self.k.launcher("lstm_forward_step", s.dtype, s.threads)
+        for k, t in enumerate(s.order):
+            xp.matmul(s.hd_in[k], s.U, out=A[k])
+            step(
+                x[t], A[k], H[k], C[k], H[k + 1], C[k + 1], TC[k], s.hd_out[k],
+                s.keep[k], s.has_keep, s.rm, s.has_rm, s.batch, s.units, s.act, s.ract,
             )  # fmt: skip
-        saved = _Saved(H=H, HD=HD, C=C, A=A, TC=TC, U=U, keep=keep, rm=rm)
-        outputs = (H[steps], C[steps])
-        if spec.return_sequences:
-            outputs = (H[1:],) + outputs
-        return outputs, saved
+        return self._outputs(spec, s, C[s.steps]), s
 
     def backward(self, spec, s, d_seq, d_h, d_c, needs):
         xp = self.xp
-        A, U = s.A, s.U
-        steps, batch, G = A.shape
-        units = G // 4
-        dt = A.dtype
-        act = ACTIVATION_CODES[spec.activation]
-        ract = ACTIVATION_CODES[spec.recurrent_activation]
-        d_seq, carry = self._grad_inputs(d_seq, d_h, s.H)
-        dc = xp.array(d_c, dtype=dt, copy=True, order="C")
-        UT = xp.ascontiguousarray(U.T)
-        dZ = xp.empty_like(A)
-        dh_rec = xp.zeros((batch, units), dtype=dt)
-        for k in range(steps - 1, -1, -1):
-            keep_t, has_keep, rm_arg, has_rm = self._flags(s.keep, s.rm, k, dt)
-            dseq_k, has_dseq = self._dseq(d_seq, k, dt)
-            self.k(
-                "lstm_backward_step", dt, batch, units,
-                dh_rec, rm_arg, has_rm, carry, dc, dseq_k, has_dseq, keep_t, has_keep,
-                A[k], s.C[k], s.TC[k], dZ[k], batch, units, act, ract,
+        dseq, has_dseq, carry, dh_rec = self._incoming(s, d_seq, d_h)
+        dc = xp.array(d_c, dtype=s.dtype, copy=True, order="C")
+        UT = xp.ascontiguousarray(s.U.T)
+        dZ = xp.empty_like(s.A)
+        step = self.k.launcher("lstm_backward_step", s.dtype, s.threads)
+        for k in range(s.steps - 1, -1, -1):
+            step(
+                dh_rec, s.rm, s.has_rm, carry, dc, dseq[k], has_dseq, s.keep[k], s.has_keep,
+                s.A[k], s.C[k], s.TC[k], dZ[k], s.batch, s.units, s.act, s.ract,
             )  # fmt: skip
             xp.matmul(dZ[k], UT, out=dh_rec)
-        dh0 = self._finish_dh(xp, dh_rec, s.rm, carry)
-        dU = None
-        if needs[1]:
-            Hp = s.HD[:-1] if s.HD is not None else s.H[:-1]
-            dU = self._stacked_product(xp, Hp, dZ)
+        dU = self._stacked_product(self._read_states(s), dZ) if needs[1] else None
+        dh0 = self._first_state_grad(s, dh_rec, carry)
         return self._time_order(spec, dZ), dU, None, dh0, dc
 
 
@@ -310,140 +307,95 @@ class GRUSequence(_Base):
             return self._backward_reset_after(spec, s, d_seq, d_h, needs)
         return self._backward_reset_before(spec, s, d_seq, d_h, needs)
 
-    # -- reset_after=True: inner = hd @ U + b_rec, candidate act(x_h + r * inner_h)
+    # -- reset_after=True: inner = hd @ U + b_rec, candidate act(x_h + r * inner_h);
+    #    A (T, B, 3u) keeps z, r and the candidate, IH (T, B, u) inner_h with its bias
 
     def _forward_reset_after(self, spec, xproj, U, rbias, h0):
         xp = self.xp
-        x, order, H, keep, rm, HD = self._setup(spec, xproj, h0)
-        steps, batch, G = x.shape
-        units = G // 3
-        dt = x.dtype
-        act = ACTIVATION_CODES[spec.activation]
-        ract = ACTIVATION_CODES[spec.recurrent_activation]
-        U = xp.ascontiguousarray(U)
-        bias = (xp.ascontiguousarray(rbias), 1) if rbias is not None else (self.k.dummy(dt), 0)
-        A = xp.empty((steps, batch, G), dtype=dt)  # z, r, candidate
-        IH = xp.empty((steps, batch, units), dtype=dt)  # inner_h (with its bias)
-        hd_prev = HD if HD is not None else H
-        for k, t in enumerate(order):
-            xp.matmul(hd_prev[k], U, out=A[k])
-            keep_t, has_keep, rm_arg, has_rm = self._flags(keep, rm, k, dt)
-            hd_out = HD[k + 1] if HD is not None else self.k.dummy(dt)
-            self.k(
-                "gru_forward_step", dt, batch, units,
-                x[t], A[k], bias[0], bias[1], H[k], H[k + 1], IH[k], hd_out,
-                keep_t, has_keep, rm_arg, has_rm, batch, units, act, ract,
+        s = self._loop(spec, xproj, h0)
+        s.U = xp.ascontiguousarray(U)
+        bias = xp.ascontiguousarray(rbias) if rbias is not None else self.k.dummy(s.dtype)
+        has_bias = _i32(rbias is not None)
+        s.A = xp.empty(s.x.shape, dtype=s.dtype)
+        s.IH = xp.empty(s.H[1:].shape, dtype=s.dtype)
+        H, A, IH, x = s.H, s.A, s.IH, s.x
+        step = self.k.launcher("gru_forward_step", s.dtype, s.threads)
+        for k, t in enumerate(s.order):
+            xp.matmul(s.hd_in[k], s.U, out=A[k])
+            step(
+                x[t], A[k], bias, has_bias, H[k], H[k + 1], IH[k], s.hd_out[k],
+                s.keep[k], s.has_keep, s.rm, s.has_rm, s.batch, s.units, s.act, s.ract,
             )  # fmt: skip
-        saved = _Saved(H=H, HD=HD, A=A, IH=IH, U=U, keep=keep, rm=rm)
-        outputs = (H[steps],)
-        if spec.return_sequences:
-            outputs = (H[1:],) + outputs
-        return outputs, saved
+        return self._outputs(spec, s), s
 
     def _backward_reset_after(self, spec, s, d_seq, d_h, needs):
         xp = self.xp
-        A, U = s.A, s.U
-        steps, batch, G = A.shape
-        units = G // 3
-        dt = A.dtype
-        act = ACTIVATION_CODES[spec.activation]
-        ract = ACTIVATION_CODES[spec.recurrent_activation]
-        d_seq, carry = self._grad_inputs(d_seq, d_h, s.H)
-        UT = xp.ascontiguousarray(U.T)
-        dX = xp.empty_like(A)
-        dInner = xp.empty_like(A)
-        dh_rec = xp.zeros((batch, units), dtype=dt)
-        for k in range(steps - 1, -1, -1):
-            keep_t, has_keep, rm_arg, has_rm = self._flags(s.keep, s.rm, k, dt)
-            dseq_k, has_dseq = self._dseq(d_seq, k, dt)
-            self.k(
-                "gru_backward_step", dt, batch, units,
-                dh_rec, rm_arg, has_rm, carry, dseq_k, has_dseq, keep_t, has_keep,
-                A[k], s.IH[k], s.H[k], dX[k], dInner[k], batch, units, act, ract,
+        dseq, has_dseq, carry, dh_rec = self._incoming(s, d_seq, d_h)
+        UT = xp.ascontiguousarray(s.U.T)
+        dX = xp.empty_like(s.A)
+        dInner = xp.empty_like(s.A)
+        step = self.k.launcher("gru_backward_step", s.dtype, s.threads)
+        for k in range(s.steps - 1, -1, -1):
+            step(
+                dh_rec, s.rm, s.has_rm, carry, dseq[k], has_dseq, s.keep[k], s.has_keep,
+                s.A[k], s.IH[k], s.H[k], dX[k], dInner[k], s.batch, s.units, s.act, s.ract,
             )  # fmt: skip
             xp.matmul(dInner[k], UT, out=dh_rec)
-        dh0 = self._finish_dh(xp, dh_rec, s.rm, carry)
-        dU = drb = None
-        if needs[1]:
-            Hp = s.HD[:-1] if s.HD is not None else s.H[:-1]
-            dU = self._stacked_product(xp, Hp, dInner)
-        if needs[2]:
-            drb = xp.sum(dInner.reshape(-1, G), axis=0)
+        dU = self._stacked_product(self._read_states(s), dInner) if needs[1] else None
+        drb = xp.sum(dInner.reshape(-1, dInner.shape[-1]), axis=0) if needs[2] else None
+        dh0 = self._first_state_grad(s, dh_rec, carry)
         return self._time_order(spec, dX), dU, drb, dh0, None
 
-    # -- reset_after=False: candidate act(x_h + (r * hd) @ U_h)
+    # -- reset_after=False: candidate act(x_h + (r * hd) @ U_h); ZR (T, B, 2u) keeps z, r,
+    #    HH (T, B, u) the candidate, RH (T, B, u) r * hd (the left factor of its product)
 
     def _forward_reset_before(self, spec, xproj, U, h0):
         xp = self.xp
-        x, order, H, keep, rm, HD = self._setup(spec, xproj, h0)
-        steps, batch, G = x.shape
-        units = G // 3
-        dt = x.dtype
-        act = ACTIVATION_CODES[spec.activation]
-        ract = ACTIVATION_CODES[spec.recurrent_activation]
-        U_zr = xp.ascontiguousarray(U[:, : 2 * units])
-        U_h = xp.ascontiguousarray(U[:, 2 * units :])
-        ZR = xp.empty((steps, batch, 2 * units), dtype=dt)  # z, r
-        HH = xp.empty((steps, batch, units), dtype=dt)  # candidate
-        RH = xp.empty((steps, batch, units), dtype=dt)  # r * hd
-        hd_prev = HD if HD is not None else H
-        for k, t in enumerate(order):
-            xp.matmul(hd_prev[k], U_zr, out=ZR[k])
-            self.k(
-                "gru_gates_step", dt, batch, units,
-                x[t], ZR[k], hd_prev[k], RH[k], batch, units, ract,
+        s = self._loop(spec, xproj, h0)
+        u = int(s.units)
+        s.U_zr = xp.ascontiguousarray(U[:, : 2 * u])
+        s.U_h = xp.ascontiguousarray(U[:, 2 * u :])
+        s.ZR = xp.empty((s.steps, int(s.batch), 2 * u), dtype=s.dtype)
+        s.HH = xp.empty(s.H[1:].shape, dtype=s.dtype)
+        s.RH = xp.empty(s.H[1:].shape, dtype=s.dtype)
+        H, ZR, HH, RH, x, hd_in = s.H, s.ZR, s.HH, s.RH, s.x, s.hd_in
+        gates = self.k.launcher("gru_gates_step", s.dtype, s.threads)
+        update = self.k.launcher("gru_update_step", s.dtype, s.threads)
+        for k, t in enumerate(s.order):
+            xp.matmul(hd_in[k], s.U_zr, out=ZR[k])
+            gates(x[t], ZR[k], hd_in[k], RH[k], s.batch, s.units, s.ract)
+            xp.matmul(RH[k], s.U_h, out=HH[k])
+            update(
+                x[t], HH[k], ZR[k], H[k], H[k + 1], s.hd_out[k], s.keep[k], s.has_keep,
+                s.rm, s.has_rm, s.batch, s.units, s.act,
             )  # fmt: skip
-            xp.matmul(RH[k], U_h, out=HH[k])
-            keep_t, has_keep, rm_arg, has_rm = self._flags(keep, rm, k, dt)
-            hd_out = HD[k + 1] if HD is not None else self.k.dummy(dt)
-            self.k(
-                "gru_update_step", dt, batch, units,
-                x[t], HH[k], ZR[k], H[k], H[k + 1], hd_out, keep_t, has_keep, rm_arg, has_rm,
-                batch, units, act,
-            )  # fmt: skip
-        saved = _Saved(H=H, HD=HD, ZR=ZR, HH=HH, RH=RH, U_zr=U_zr, U_h=U_h, keep=keep, rm=rm)
-        outputs = (H[steps],)
-        if spec.return_sequences:
-            outputs = (H[1:],) + outputs
-        return outputs, saved
+        return self._outputs(spec, s), s
 
     def _backward_reset_before(self, spec, s, d_seq, d_h, needs):
         xp = self.xp
-        ZR, HH = s.ZR, s.HH
-        steps, batch, units = HH.shape
-        dt = HH.dtype
-        act = ACTIVATION_CODES[spec.activation]
-        ract = ACTIVATION_CODES[spec.recurrent_activation]
-        d_seq, carry = self._grad_inputs(d_seq, d_h, s.H)
+        dseq, has_dseq, carry, dh_rec = self._incoming(s, d_seq, d_h)
         UzrT = xp.ascontiguousarray(s.U_zr.T)
         UhT = xp.ascontiguousarray(s.U_h.T)
-        Hp = s.HD[:-1] if s.HD is not None else s.H[:-1]
-        dZR = xp.empty_like(ZR)
-        dAH = xp.empty_like(HH)
-        drh = xp.empty((batch, units), dtype=dt)
-        dh_rec = xp.zeros((batch, units), dtype=dt)
-        for k in range(steps - 1, -1, -1):
-            keep_t, has_keep, rm_arg, has_rm = self._flags(s.keep, s.rm, k, dt)
-            dseq_k, has_dseq = self._dseq(d_seq, k, dt)
-            self.k(
-                "gru_update_backward_step", dt, batch, units,
-                dh_rec, rm_arg, has_rm, carry, dseq_k, has_dseq, keep_t, has_keep,
-                ZR[k], HH[k], s.H[k], dZR[k], dAH[k], batch, units, act, ract,
+        hd = self._read_states(s)
+        dZR = xp.empty_like(s.ZR)
+        dAH = xp.empty_like(s.HH)
+        drh = xp.empty_like(dh_rec)
+        update = self.k.launcher("gru_update_backward_step", s.dtype, s.threads)
+        reset = self.k.launcher("gru_reset_backward_step", s.dtype, s.threads)
+        for k in range(s.steps - 1, -1, -1):
+            update(
+                dh_rec, s.rm, s.has_rm, carry, dseq[k], has_dseq, s.keep[k], s.has_keep,
+                s.ZR[k], s.HH[k], s.H[k], dZR[k], dAH[k], s.batch, s.units, s.act, s.ract,
             )  # fmt: skip
             xp.matmul(dAH[k], UhT, out=drh)
-            self.k(
-                "gru_reset_backward_step", dt, batch, units,
-                drh, ZR[k], Hp[k], rm_arg, has_rm, dZR[k], carry, batch, units, ract,
-            )  # fmt: skip
+            reset(drh, s.ZR[k], hd[k], s.rm, s.has_rm, dZR[k], carry, s.batch, s.units, s.ract)
             xp.matmul(dZR[k], UzrT, out=dh_rec)
-        dh0 = self._finish_dh(xp, dh_rec, s.rm, carry)
         dU = None
         if needs[1]:
-            dU = xp.concatenate(
-                [self._stacked_product(xp, Hp, dZR), self._stacked_product(xp, s.RH, dAH)],
-                axis=1,
-            )
+            parts = [self._stacked_product(hd, dZR), self._stacked_product(s.RH, dAH)]
+            dU = xp.concatenate(parts, axis=1)
         dX = xp.concatenate([dZR, dAH], axis=2)
+        dh0 = self._first_state_grad(s, dh_rec, carry)
         return self._time_order(spec, dX), dU, None, dh0, None
 
 
