@@ -290,6 +290,12 @@ class MaxPoolArgmax:
     def __init__(self, index):
         self.index = index
 
+    def __iter__(self):  # the generic backward unpacks (x, y): say why it cannot
+        raise TypeError(
+            "max-pooling state saved by the CUDA pool kernel (argmax indices, not (x, y)): "
+            "run the backward pass with the kernel table enabled, as the forward pass was"
+        )
+
 
 class CudaPool:
     """Kernel table entry ``"pool"`` (contract in ``dlx.ops.pooling``)."""

@@ -242,10 +242,12 @@ def test_pool_matches_generic(kernels, rank, kind, pool, stride, padding, dtype)
         _close(again, expected, dtype)
     else:
         assert isinstance(saved, MaxPoolArgmax)
-        # the generic saved form is left to the generic backward
+        # the generic saved form is left to the generic backward, which cannot read ours
         assert (
             pool_kernel.backward(g, generic_saved, x.shape, kind, pool_size, strides, pads) is None
         )
+        with pytest.raises(TypeError, match="kernel table enabled"):
+            pool_ops.pool_backward(np, g, saved, x.shape, kind, pool_size, strides, pads)
     y, saved = pool_kernel.forward(x, kind, pool_size, strides, pads, False)
     assert saved is None
     _close(y, pool_ops.pool_forward(np, x, kind, pool_size, strides, pads)[0], dtype)
