@@ -59,7 +59,8 @@ class Linear(Function):
         if bias is not None:
             y += bias
         if self.relu:
-            y = xp.maximum(y, 0.0)
+            inplace = self.backend.kernel("relu_inplace")
+            y = inplace(y) if inplace is not None else xp.maximum(y, 0.0)
             self.y = y
         if x.ndim != 2:
             y = xp.reshape(y, self.input_shape[:-1] + (kernel.shape[1],))
@@ -69,7 +70,8 @@ class Linear(Function):
         xp = self.xp
         g2 = g if g.ndim == 2 else xp.reshape(g, (-1, g.shape[-1]))
         if self.relu:
-            g2 = xp.where(self.y > 0, g2, 0.0)
+            relu_grad = self.backend.kernel("relu_grad")
+            g2 = relu_grad(g2, self.y) if relu_grad is not None else xp.where(self.y > 0, g2, 0.0)
         need_x, need_k = self.needs_input_grad[:2]
         need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
         gx = xp.reshape(g2 @ self.kernel.T, self.input_shape) if need_x else None

@@ -18,10 +18,23 @@ class Adam(Optimizer):
         self.beta_1, self.beta_2, self.epsilon, self.amsgrad = beta_1, beta_2, epsilon, amsgrad
         self.slot_names = ("m", "v", "v_hat") if amsgrad else ("m", "v")
 
+    def _alpha(self, lr):
+        t = self.iterations + 1
+        return lr * math.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
+
+    def update_steps(self, gradients, variables, lr):
+        # one kernel call for all variables when they share a backend that has one
+        backend = variables[0].backend
+        kernel = None if self.amsgrad else backend.kernel("adam_update_many")
+        if kernel is None or any(v.backend is not backend for v in variables[1:]):
+            return super().update_steps(gradients, variables, lr)
+        slots = [self.slots(v) for v in variables]
+        kernel([v.value for v in variables], gradients, [s["m"] for s in slots],
+               [s["v"] for s in slots], self._alpha(lr), self.beta_1, self.beta_2, self.epsilon)
+
     def update_step(self, g, variable, lr):
         slots = self.slots(variable)
-        t = self.iterations + 1
-        alpha = lr * math.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
+        alpha = self._alpha(lr)
         kernel = variable.backend.kernel("adam_update")
         if kernel is not None and not self.amsgrad:
             kernel(variable.value, g, slots["m"], slots["v"], alpha, self.beta_1, self.beta_2,

@@ -3,7 +3,8 @@
 ``apply_gradients(zip(grads, variables))`` clips the gradients (``clipnorm``
 per variable, ``global_clipnorm`` over all, or ``clipvalue``), applies
 decoupled ``weight_decay`` (``w -= w * weight_decay * lr``), then calls the
-subclass's :meth:`update_step` once per variable and counts ``iterations``.
+subclass's :meth:`update_step` once per variable (or its :meth:`update_steps`
+once for all of them) and counts ``iterations``.
 Slot arrays (moments etc.) are created lazily per variable and updated in
 place.
 """
@@ -77,12 +78,13 @@ class Optimizer:
         if not pairs:
             return
         grads = self._clip([g for g, _ in pairs])
+        variables = [v for _, v in pairs]
         lr = self.learning_rate
         with no_grad():
-            for g, v in zip(grads, (v for _, v in pairs)):
-                if self.weight_decay:
+            if self.weight_decay:
+                for v in variables:
                     v.value = v.value - v.value * (self.weight_decay * lr)
-                self.update_step(g, v, lr)
+            self.update_steps(grads, variables, lr)
         self.iterations += 1
 
     def apply(self, grads, variables):
@@ -97,6 +99,11 @@ class Optimizer:
 
     def update_step(self, gradient, variable, learning_rate):
         raise NotImplementedError
+
+    def update_steps(self, gradients, variables, learning_rate):
+        """One step on every variable; subclasses may update them all at once."""
+        for g, v in zip(gradients, variables):
+            self.update_step(g, v, learning_rate)
 
     def _clip(self, grads):
         if self.clipnorm:
