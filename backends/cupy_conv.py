@@ -54,16 +54,22 @@ class _Launcher:
 
     def __init__(self, xp, load):
         self.xp, self._load = xp, load
-        self._modules = {}
+        self._functions = {}  # (source, kernel, dtype) -> compiled kernel
+
+    def _function(self, source, kernel, dtype):
+        key = (source, kernel, dtype)
+        function = self._functions.get(key)
+        if function is None:
+            module = self._load(source, CUDA_SOURCES[source])  # the loader caches modules
+            name = f"{kernel}<{_TYPES[np.dtype(dtype)]}>"
+            function = self._functions[key] = module.get_function(name)
+        return function
 
     def __call__(self, source, kernel, dtype, work, *args):
         """Run ``kernel<T>`` (T from ``dtype``) over ``work`` threads' worth of cells."""
         if work <= 0:
             return
-        module = self._modules.get(source)
-        if module is None:
-            module = self._modules[source] = self._load(source, CUDA_SOURCES[source])
-        function = module.get_function(f"{kernel}<{_TYPES[np.dtype(dtype)]}>")
+        function = self._function(source, kernel, dtype)
         blocks = min((work + _BLOCK - 1) // _BLOCK, _MAX_BLOCKS)
         function((blocks,), (_BLOCK,), args)
 
@@ -282,13 +288,14 @@ class CudaConvTranspose:
 
 
 class MaxPoolArgmax:
-    """``saved`` of a max-pooling forward: per output cell, the int32 row-major index
-    inside its window of the first maximal valid cell (shape of y)."""
+    """``saved`` of a max-pooling forward: ``index``, per output cell the int32 row-major
+    index inside its window of the first maximal valid cell, and ``y``, the output
+    (read by ``backward_relu``); both channels_last, shape of y."""
 
-    __slots__ = ("index",)
+    __slots__ = ("index", "y")
 
-    def __init__(self, index):
-        self.index = index
+    def __init__(self, index, y):
+        self.index, self.y = index, y
 
     def __iter__(self):  # the generic backward unpacks (x, y): say why it cannot
         raise TypeError(
@@ -330,7 +337,7 @@ class CudaPool:
                 np.int32(keep),
                 *geometry,
             )
-            return y, (MaxPoolArgmax(index) if keep else None)
+            return y, (MaxPoolArgmax(index, y) if keep else None)
         self.launch("pooling.cu", "avg_pool_forward", x.dtype, y.size, x, y, *geometry)
         return y, (self._count(x.shape, pool_size, strides, pads, x.dtype) if keep else None)
 
@@ -352,29 +359,51 @@ class CudaPool:
         return count
 
     def backward(self, g, saved, x_shape, kind, pool_size, strides, pads):
+        if kind == "max":
+            return self._max_backward(g, saved, x_shape, pool_size, strides, pads, False)
+        if kind != "avg" or not _supported(self.xp, g):
+            return None
+        g = self.xp.ascontiguousarray(g)
+        gx, geometry = self._gradient_buffer(g, x_shape, pool_size, strides, pads)
+        self.launch("pooling.cu", "avg_pool_backward", g.dtype, gx.size, g, gx, *geometry)
+        return gx
+
+    def backward_relu(self, g, saved, x_shape, kind, pool_size, strides, pads):
+        """``backward`` of ``where(y > 0, g, 0)`` (a ReLU before the max pool, folded in)."""
+        if kind != "max":
+            return None
+        return self._max_backward(g, saved, x_shape, pool_size, strides, pads, True)
+
+    def _gradient_buffer(self, g, x_shape, pool_size, strides, pads):
+        """An empty gx and the kernels' geometry arguments."""
+        out_size = tuple(g.shape[1:-1])
+        args = _geometry_args(x_shape, out_size, pool_size, strides, (1,) * len(pool_size), pads)
+        return self.xp.empty(tuple(x_shape), dtype=g.dtype), _without_dilation(args)
+
+    def _max_backward(self, g, saved, x_shape, pool_size, strides, pads, relu):
         xp = self.xp
-        argmax = isinstance(saved, MaxPoolArgmax)
-        if kind == "max" and not argmax:
+        if not isinstance(saved, MaxPoolArgmax):
             return None  # the generic (x, y) form: the generic backward reads it
         dtype = None
-        if kind not in ("max", "avg") or not _supported(xp, g):
-            if not argmax:
-                return None
-            # the generic path cannot read our saved form: compute in float64 and cast back
+        if not _supported(xp, g, saved.y):
+            # the generic path cannot read our saved form: compute in y's dtype, cast back
             dtype = g.dtype
-            g = xp.asarray(g, dtype=np.float64)
-        rank = len(pool_size)
-        out_size = tuple(g.shape[1:-1])
+            g = xp.asarray(g, dtype=saved.y.dtype)
         g = xp.ascontiguousarray(g)
-        gx = xp.empty(tuple(x_shape), dtype=g.dtype)
-        args = _geometry_args(x_shape, out_size, pool_size, strides, (1,) * rank, pads)
-        geometry = _without_dilation(args)
-        if argmax:
-            self.launch(
-                "pooling.cu", "max_pool_backward", g.dtype, gx.size, g, saved.index, gx, *geometry
-            )
-        else:
-            self.launch("pooling.cu", "avg_pool_backward", g.dtype, gx.size, g, gx, *geometry)
+        gx, geometry = self._gradient_buffer(g, x_shape, pool_size, strides, pads)
+        y = saved.y if relu else g  # g: a placeholder the kernel does not read
+        self.launch(
+            "pooling.cu",
+            "max_pool_backward",
+            g.dtype,
+            gx.size,
+            g,
+            saved.index,
+            y,
+            np.int32(relu),
+            gx,
+            *geometry,
+        )
         return gx if dtype is None else gx.astype(dtype)
 
 

@@ -21,7 +21,7 @@ import pytest
 from cuda_emulation import emulated_backend  # noqa: F401  (a fixture)
 from dlx.backends.cuda_modules import load_module
 from dlx.backends.cupy_conv import MaxPoolArgmax, conv_kernels
-from helpers import check_layer_gradients
+from helpers import check_gradients, check_layer_gradients
 
 import dlx
 from dlx import layers, losses
@@ -248,6 +248,13 @@ def test_pool_matches_generic(kernels, rank, kind, pool, stride, padding, dtype)
         )
         with pytest.raises(TypeError, match="kernel table enabled"):
             pool_ops.pool_backward(np, g, saved, x.shape, kind, pool_size, strides, pads)
+        # backward_relu: the gradient of where(y > 0, g, 0), for a ReLU before the pool
+        masked = np.where(y > 0, g, np.zeros((), dtype))
+        expected = pool_ops.pool_backward(
+            np, masked, generic_saved, x.shape, kind, pool_size, strides, pads
+        )
+        actual = pool_kernel.backward_relu(g, saved, x.shape, kind, pool_size, strides, pads)
+        _close(actual, expected, dtype)
     y, saved = pool_kernel.forward(x, kind, pool_size, strides, pads, False)
     assert saved is None
     _close(y, pool_ops.pool_forward(np, x, kind, pool_size, strides, pads)[0], dtype)
@@ -285,7 +292,8 @@ def kernel_calls(emulated_backend, monkeypatch):  # noqa: F811
     calls = set()
     for entry in ("conv", "conv_transpose", "pool"):
         implementation = emulated_backend.kernels[entry]
-        for method in ("forward", "input_grad", "weight_grad", "relu_grad", "backward"):
+        methods = ("forward", "input_grad", "weight_grad", "relu_grad", "backward", "backward_relu")
+        for method in methods:
             original = getattr(implementation, method, None)
             if original is None:
                 continue
@@ -396,4 +404,27 @@ def test_seed_cnn_trains_as_on_numpy(kernel_calls):
     reference = _train_losses()
     assert emulated[-1] < emulated[0]
     np.testing.assert_allclose(emulated, reference, rtol=1e-4)
-    assert CONV | POOL | {("conv", "relu_grad")} <= kernel_calls
+    _assert_relu_pool_block_ran(kernel_calls)
+
+
+def _assert_relu_pool_block_ran(calls):
+    """Conv(relu) -> max pool ran on the kernels: the ReLU's gradient through the conv's
+    own mask then the pool's backward, or folded into the pool's ``backward_relu``."""
+    assert CONV | {("pool", "forward")} <= calls
+    folded = ("pool", "backward_relu") in calls
+    assert folded or {("pool", "backward"), ("conv", "relu_grad")} <= calls
+
+
+def test_relu_conv_then_max_pool_gradients(kernel_calls):
+    """Conv(relu=True) -> max pool, the usual CNN block (the ReLU mask may be folded into
+    the pool's backward): float64 gradients of input, kernel and bias."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 6, 5, 2))
+    w = rng.standard_normal((3, 3, 2, 3))
+    b = rng.standard_normal(3) * 0.5
+
+    def block(x, w, b):
+        return dlx.ops.max_pool(dlx.ops.conv(x, w, b, padding="same", relu=True), 2)
+
+    check_gradients(block, [x, w, b])
+    _assert_relu_pool_block_ran(kernel_calls)

@@ -118,6 +118,7 @@ __global__ void max_pool_forward(const T* __restrict__ x, T* __restrict__ y, int
 template <typename T, typename I>
 __device__ __forceinline__ void max_backward_cells(const T* __restrict__ g,
                                                    const int* __restrict__ arg,
+                                                   const T* __restrict__ y, int relu,
                                                    T* __restrict__ gx, const PoolShape& s,
                                                    I total) {
   for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total;
@@ -133,25 +134,27 @@ __device__ __forceinline__ void max_backward_cells(const T* __restrict__ g,
         for (int ow = first_window(pw, s.SW, s.KW); ow <= ow_hi; ++ow) {
           const I o = (((n * s.OD + od) * s.OH + oh) * s.OW + ow) * s.C + c;
           const int k = ((pd - od * s.SD) * s.KH + (ph - oh * s.SH)) * s.KW + (pw - ow * s.SW);
-          if (arg[o] == k) sum += g[o];
+          if (arg[o] == k && (!relu || y[o] > T(0))) sum += g[o];
         }
     gx[i] = sum;
   }
 }
 
 // Gather form of the max-pooling gradient: each input cell sums the gradients
-// of the windows that contain it and chose it as their maximum.
+// of the windows that contain it and chose it as their maximum. With relu
+// non-zero, only windows whose output y is > 0 count: the gradient through a
+// ReLU applied before the pool, folded in (y is read only then).
 template <typename T>
 __global__ void max_pool_backward(const T* __restrict__ g, const int* __restrict__ arg,
-                                  T* __restrict__ gx, int N, int D, int H, int W, int C, int OD,
-                                  int OH, int OW, int KD, int KH, int KW, int SD, int SH, int SW,
-                                  int PD, int PH, int PW) {
+                                  const T* __restrict__ y, int relu, T* __restrict__ gx, int N,
+                                  int D, int H, int W, int C, int OD, int OH, int OW, int KD,
+                                  int KH, int KW, int SD, int SH, int SW, int PD, int PH, int PW) {
   const PoolShape s = {N, D, H, W, C, OD, OH, OW, KD, KH, KW, SD, SH, SW, PD, PH, PW};
   const long long total = (long long)N * D * H * W * C;
   if (pool_fits_int(s))
-    max_backward_cells<T, int>(g, arg, gx, s, (int)total);
+    max_backward_cells<T, int>(g, arg, y, relu, gx, s, (int)total);
   else
-    max_backward_cells<T, long long>(g, arg, gx, s, total);
+    max_backward_cells<T, long long>(g, arg, y, relu, gx, s, total);
 }
 
 template <typename T, typename I>
