@@ -18,24 +18,15 @@ otherwise, so the generic loop runs.
 import numpy as np
 
 from .blas_threads import blas_controllers, one_thread_if_small, single_threaded_product
+from .buffer_pool import pooled
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_SCRATCH = {}
 
 
 def _loop_blas(batch, units):
     """One BLAS thread for the per-step products of a loop when they are small
     (``batch * units^2`` up to 2^20 multiply-adds per gate), else leave BLAS alone."""
     return one_thread_if_small(batch * units * units)
-
-
-def scratch(shape, dtype, slot):
-    """A reusable uninitialised buffer for arrays that never leave one kernel call."""
-    key = (tuple(shape), np.dtype(dtype).str, slot)
-    buffer = _SCRATCH.get(key)
-    if buffer is None:
-        buffer = _SCRATCH[key] = np.empty(shape, dtype)
-    return buffer
 
 
 def _supported(spec, xproj, need_sigmoid=True):
@@ -49,7 +40,7 @@ def _supported(spec, xproj, need_sigmoid=True):
 def _time_major_input(spec, xproj, scale=None):
     """A C-contiguous copy of ``xproj`` in processing order (times ``scale``)."""
     source = xproj[::-1] if spec.go_backwards else xproj
-    out = np.empty(source.shape, xproj.dtype)
+    out = pooled(source.shape, xproj.dtype)
     if scale is None:
         np.copyto(out, source)
     else:
@@ -99,21 +90,21 @@ class LSTMSequence:
         # (tanh x = 2 sigmoid(2x) - 1); the factor -s is folded into the inputs and U once
         scale = np.array([-1.0, -1.0, -2.0, -1.0], dt)[:, None, None]
         source = xproj[::-1] if spec.go_backwards else xproj
-        XP = scratch((T, 4, B, u), dt, "lstm_xp")
+        XP = pooled((T, 4, B, u), dt)
         np.copyto(XP, source.reshape(T, B, 4, u).transpose(0, 2, 1, 3))
         np.negative(XP, out=XP)  # then scale (T, 4, 1, 1): contiguous (B, u) blocks
         XP[:, 2] *= 2.0
         U4 = U.reshape(u, 4, u).transpose(1, 0, 2) * scale
-        H = np.empty((T + 1, B, u), dt)
+        H = pooled((T + 1, B, u), dt)
         H[0] = h0
-        C = np.empty((T + 1, B, u), dt)
+        C = pooled((T + 1, B, u), dt)
         C[0] = c0
-        A = np.empty((T, 4, B, u), dt)
-        TC = np.empty((T, B, u), dt)
-        tmp = np.empty((B, u), dt)
+        A = pooled((T, 4, B, u), dt)
+        TC = pooled((T, B, u), dt)
+        tmp = pooled((B, u), dt)
         keep, carry, keepf = _step_masks(spec, dt)
         rm = spec.recurrent_mask
-        HD = np.empty((T, B, u), dt) if rm is not None else None
+        HD = pooled((T, B, u), dt) if rm is not None else None
         errors = np.seterr(over="ignore")  # exp(large) = inf gives the right limit 0
         try:
             for t in range(T):
@@ -159,7 +150,7 @@ class LSTMSequence:
         dt = A.dtype
         i, f, g, o = A[:, 0], A[:, 1], A[:, 2], A[:, 3]
         # Q: what multiplies (dc, dc, dc, dh) to give dz, for all steps at once
-        Q = scratch((T, 4, B, u), dt, "lstm_q")
+        Q = pooled((T, 4, B, u), dt)
         np.subtract(1.0, A, out=Q)
         Q *= A  # sigmoid'(z) = y (1 - y)
         np.multiply(g, g, out=Q[:, 2])
@@ -168,25 +159,25 @@ class LSTMSequence:
         Q[:, 1] *= C[:-1]
         Q[:, 2] *= i
         Q[:, 3] *= TC
-        OT = scratch((T, B, u), dt, "lstm_ot")  # o * (1 - tanh(c)^2): dh -> dc
+        OT = pooled((T, B, u), dt)  # o * (1 - tanh(c)^2): dh -> dc
         np.multiply(TC, TC, out=OT)
         np.subtract(1.0, OT, out=OT)
         OT *= o
         V = np.ascontiguousarray(U.reshape(u, 4, u).transpose(1, 2, 0))  # V[k] = U_k^T
-        dZ = scratch((T, 4, B, u), dt, "lstm_dz")
+        dZ = pooled((T, 4, B, u), dt)
         dh = np.array(d_h, dtype=dt, copy=True)
         dc = np.array(d_c, dtype=dt, copy=True)
-        tmp = np.empty((B, u), dt)
-        back = np.empty((4, B, u), dt)
-        keep_h = np.empty((B, u), dt) if s.keep is not None else None
-        keep_c = np.empty((B, u), dt) if s.keep is not None else None
+        tmp = pooled((B, u), dt)
+        back = pooled((4, B, u), dt)
+        keep_h = pooled((B, u), dt) if s.keep is not None else None
+        keep_c = pooled((B, u), dt) if s.keep is not None else None
         # the recurrent-kernel gradient: one product over all steps with BLAS held to one
         # thread (threadpoolctl), else summed step by step from (u, u) products, which
         # OpenBLAS runs single-threaded anyway (see single_threaded_product)
         Hp = s.HD if s.HD is not None else s.H[:-1]
         per_step = needs[1] and not blas_controllers()
         dU4 = np.zeros((4, u, u), dt) if per_step else None
-        dU_step = np.empty((4, u, u), dt)
+        dU_step = pooled((4, u, u), dt)
         for t in range(T - 1, -1, -1):
             if d_seq is not None:
                 dh += d_seq[t]
@@ -214,7 +205,7 @@ class LSTMSequence:
             if keep_h is not None:
                 dh += keep_h
                 dc += keep_c
-        dx = np.empty((T, B, 4 * u), dt)
+        dx = pooled((T, B, 4 * u), dt)
         np.copyto(dx.reshape(T, B, 4, u), dZ.transpose(0, 2, 1, 3))
         dU = None
         if per_step:
@@ -238,15 +229,15 @@ class GRUSequence:
         u = G // 3
         dt = xproj.dtype
         XP = _time_major_input(spec, xproj)
-        H = np.empty((T + 1, B, u), dt)
+        H = pooled((T + 1, B, u), dt)
         H[0] = h0
-        ZR = np.empty((T, B, 2 * u), dt)  # z, r after the sigmoid
-        HH = np.empty((T, B, u), dt)  # candidate after tanh
-        IH = np.empty((T, B, u), dt)  # reset_after: inner_h; else r * hd
-        inner = np.empty((B, G if spec.reset_after else 2 * u), dt)
+        ZR = pooled((T, B, 2 * u), dt)  # z, r after the sigmoid
+        HH = pooled((T, B, u), dt)  # candidate after tanh
+        IH = pooled((T, B, u), dt)  # reset_after: inner_h; else r * hd
+        inner = pooled((B, G if spec.reset_after else 2 * u), dt)
         keep, carry, keepf = _step_masks(spec, dt)
         rm = spec.recurrent_mask
-        HD = np.empty((T, B, u), dt) if rm is not None else None
+        HD = pooled((T, B, u), dt) if rm is not None else None
         U_zr, U_h = U[:, : 2 * u], U[:, 2 * u :]
         for t in range(T):
             hp = H[t]
@@ -298,24 +289,24 @@ class GRUSequence:
         dt = ZR.dtype
         z, r = ZR[:, :, :u], ZR[:, :, u:]
         # for all steps: dz factor (h_prev - hh) z (1 - z), dah factor (1 - z)(1 - hh^2)
-        FZ = np.subtract(H[:-1], HH)
+        FZ = np.subtract(H[:-1], HH, out=pooled(HH.shape, dt))
         FZ *= z
         FZ *= 1.0 - z
-        FH = np.multiply(HH, HH)
+        FH = np.multiply(HH, HH, out=pooled(HH.shape, dt))
         np.subtract(1.0, FH, out=FH)
         FH *= 1.0 - z
-        FR = np.subtract(1.0, r)
+        FR = np.subtract(1.0, r, out=pooled(HH.shape, dt))
         FR *= r
         if spec.reset_after:
             FR *= IH
         else:
             FR *= s.HD if s.HD is not None else H[:-1]
-        dX = np.empty((T, B, 3 * u), dt)
-        dinner = np.empty((T, B, 3 * u), dt) if spec.reset_after else None
+        dX = pooled((T, B, 3 * u), dt)
+        dinner = pooled((T, B, 3 * u), dt) if spec.reset_after else None
         dh = np.array(d_h, dtype=dt, copy=True)
-        keep_h = np.empty((B, u), dt) if s.keep is not None else None
-        tmp = np.empty((B, u), dt)
-        drh = np.empty((B, u), dt)
+        keep_h = pooled((B, u), dt) if s.keep is not None else None
+        tmp = pooled((B, u), dt)
+        drh = pooled((B, u), dt)
         UT, UzrT, UhT = U.T, U[:, : 2 * u].T, U[:, 2 * u :].T
         for t in range(T - 1, -1, -1):
             if d_seq is not None:
@@ -353,7 +344,7 @@ class GRUSequence:
             if spec.reset_after:
                 dU = Hp2.T @ dinner.reshape(T * B, 3 * u)
             else:
-                dU = np.empty((u, 3 * u), dt)
+                dU = pooled((u, 3 * u), dt)
                 dX2 = dX.reshape(T * B, 3 * u)
                 np.matmul(Hp2.T, dX2[:, : 2 * u], out=dU[:, : 2 * u])
                 np.matmul(IH.reshape(T * B, u).T, dX2[:, 2 * u :], out=dU[:, 2 * u :])
@@ -375,12 +366,12 @@ class RNNSequence:
         T, B, u = xproj.shape
         dt = xproj.dtype
         XP = _time_major_input(spec, xproj)
-        H = np.empty((T + 1, B, u), dt)
+        H = pooled((T + 1, B, u), dt)
         H[0] = h0
         keep, carry, keepf = _step_masks(spec, dt)
         rm = spec.recurrent_mask
-        HD = np.empty((T, B, u), dt) if rm is not None else None
-        A = np.empty((T, B, u), dt)  # tanh outputs before masking
+        HD = pooled((T, B, u), dt) if rm is not None else None
+        A = pooled((T, B, u), dt)  # tanh outputs before masking
         for t in range(T):
             hp = H[t]
             if rm is not None:
@@ -411,11 +402,11 @@ class RNNSequence:
         A, U = s.A, s.U
         T, B, u = A.shape
         dt = A.dtype
-        F = np.multiply(A, A)
+        F = np.multiply(A, A, out=pooled(A.shape, dt))
         np.subtract(1.0, F, out=F)
-        dA = np.empty((T, B, u), dt)
+        dA = pooled((T, B, u), dt)
         dh = np.array(d_h, dtype=dt, copy=True)
-        keep_h = np.empty((B, u), dt) if s.keep is not None else None
+        keep_h = pooled((B, u), dt) if s.keep is not None else None
         UT = U.T
         for t in range(T - 1, -1, -1):
             if d_seq is not None:
@@ -447,7 +438,51 @@ def _sigmoid(x):
     np.reciprocal(x, out=x)
 
 
+class SequenceProjection:
+    """``sequence_projection``: time-major ``x @ kernel + bias`` into a pooled buffer.
+
+    The time-major copy of the input is free for a stacked recurrent layer (its
+    input is the previous layer's time-major output seen batch-major) and small
+    for the first layer (``features`` columns).
+    """
+
+    def forward(self, x, kernel, bias):
+        B, T, F = x.shape
+        G = kernel.shape[1]
+        xt = x.transpose(1, 0, 2)
+        if not xt.flags.c_contiguous:
+            xt = _copy(xt)
+        x2 = xt.reshape(T * B, F)
+        y = pooled((T, B, G), x.dtype)
+        np.matmul(x2, kernel, out=y.reshape(T * B, G))
+        if bias is not None:
+            y += bias
+        return y, (x2, kernel, (B, T, F))
+
+    def backward(self, saved, g, needs):
+        x2, kernel, (B, T, F) = saved
+        G = kernel.shape[1]
+        g2 = np.ascontiguousarray(g).reshape(T * B, G)
+        dx = dk = db = None
+        if needs[0]:
+            dx = pooled((T, B, F), g2.dtype)
+            np.matmul(g2, kernel.T, out=dx.reshape(T * B, F))
+            dx = dx.transpose(1, 0, 2)
+        if needs[1]:
+            dk = x2.T @ g2
+        if needs[2]:
+            db = np.add.reduce(g2, axis=0)
+        return dx, dk, db
+
+
+def _copy(a):
+    out = pooled(a.shape, a.dtype)
+    np.copyto(out, a)
+    return out
+
+
 RNN_KERNELS = {
+    "sequence_projection": SequenceProjection(),
     "lstm_sequence": LSTMSequence(),
     "gru_sequence": GRUSequence(),
     "rnn_sequence": RNNSequence(),

@@ -518,3 +518,75 @@ def test_lstm_kernel_without_threadpoolctl(monkeypatch):
     for a, b, c in zip(fast, per_step, slow):
         np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(b, c, rtol=1e-12, atol=1e-12)
+
+
+# -- pooled buffers of the NumPy kernels ---------------------------------------------------
+
+
+def test_buffer_pool_hands_out_only_unreferenced_buffers():
+    from dlx.backends.buffer_pool import pooled
+
+    def address(a):
+        return a.__array_interface__["data"][0]
+
+    first = pooled((300, 300), "float32")
+    second = pooled((300, 300), "float32")
+    assert address(first) != address(second)
+    kept_view, first_address = first[1:], address(first)
+    del first  # the view still holds it
+    third = pooled((300, 300), "float32")
+    assert address(third) != first_address
+    del kept_view, third  # now nothing references the first buffer: it comes back
+    assert address(pooled((300, 300), "float32")) == first_address
+
+
+def _lstm_stack_run(kernels, x, seed):
+    """Two stacked LSTM layers (large enough for pooled buffers): outputs and gradients."""
+    dlx.set_backend("numpy")
+    dlx.backends.set_kernels_enabled(kernels)
+    dlx.set_seed(seed)
+    first = layers.LSTM(
+        32, return_sequences=True, bias_initializer="random_normal", dtype="float64"
+    )
+    second = layers.GRU(32, return_sequences=True, go_backwards=True, dtype="float64")
+    xt = dlx.Tensor(x, requires_grad=True)
+    y = second(first(xt))
+    (y * dlx.asarray(np.cos(np.arange(y.size)).reshape(y.shape))).sum().backward()
+    weights = first.weights + second.weights
+    return [y.value, xt.grad] + [w.grad for w in weights]
+
+
+def test_numpy_kernel_results_survive_later_calls():
+    """Arrays returned by one call (outputs, gradients) are not overwritten by the next."""
+    xs = [_x((40, 30, 8), seed) for seed in (1, 2)]
+    kept = [_lstm_stack_run(True, x, seed) for seed, x in enumerate(xs)]
+    kept_copies = [[np.array(a) for a in run] for run in kept]
+    for seed, x in enumerate(xs):
+        expected = _lstm_stack_run(False, x, seed)
+        for a, copy, b in zip(kept[seed], kept_copies[seed], expected):
+            np.testing.assert_array_equal(a, copy)
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_sequence_projection_matches_generic(contiguous):
+    from dlx.ops.recurrent import sequence_projection
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((30, 40, 7) if contiguous else (40, 30, 7))
+    if not contiguous:  # a batch-major view of a time-major array, as between stacked layers
+        x = x.transpose(1, 0, 2)
+    kernel, bias = rng.standard_normal((7, 12)), rng.standard_normal(12)
+    g = rng.standard_normal((40, 30, 12))
+    results = []
+    for kernels in (True, False):
+        dlx.set_backend("numpy")
+        dlx.backends.set_kernels_enabled(kernels)
+        tensors = [dlx.Tensor(a, requires_grad=True) for a in (x, kernel, bias)]
+        y = sequence_projection(*tensors)
+        (y * dlx.asarray(g)).sum().backward()
+        results.append([to_host(y)] + [to_host(t.grad) for t in tensors])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    expected = np.einsum("btf,fg->tbg", x, kernel) + bias
+    np.testing.assert_allclose(results[0][0], expected, rtol=1e-12, atol=1e-12)

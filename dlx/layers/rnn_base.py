@@ -1,7 +1,7 @@
 """Shared base of SimpleRNN, LSTM and GRU: arguments, weights, masks, states.
 
 Input ``(batch, timesteps, features)``. The layer projects the inputs of all
-time steps with one matrix product (``ops.linear`` on the time-major input)
+time steps with one matrix product (``sequence_projection``: time-major out)
 and runs the whole time loop as one op (:mod:`dlx.ops.recurrent`), whose
 backward does backpropagation through time.
 
@@ -20,7 +20,12 @@ all gates (Keras draws one per gate).
 from .. import initializers, ops, regularizers
 from ..autograd import Tensor, as_backend_array
 from ..ops.activations import activation_name, get_activation
-from ..ops.recurrent import RECURRENT_ACTIVATIONS, SequenceSpec, recurrent_sequence
+from ..ops.recurrent import (
+    RECURRENT_ACTIVATIONS,
+    SequenceSpec,
+    recurrent_sequence,
+    sequence_projection,
+)
 from .layer import InputSpec, Layer
 
 
@@ -236,7 +241,7 @@ class RNNBase(Layer):
             keep = 1.0 - self.recurrent_dropout
             recurrent_mask = x.backend.random_bits((batch, self.units), keep, dtype=x.dtype) / keep
         input_bias, recurrent_bias = self._split_bias()
-        xproj = ops.linear(ops.transpose(x, (1, 0, 2)), self.kernel, input_bias)
+        xproj = sequence_projection(x, self.kernel, input_bias)
         spec = SequenceSpec(
             self.cell,
             activation=activation_name(self.activation),

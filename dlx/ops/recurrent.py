@@ -5,10 +5,11 @@ One :class:`RecurrentSequence` Function runs the loop on arrays and its
 sequence costs one autograd node, not one per tiny operation per step.
 
 The input projection is *not* part of the op: the layer computes it for all
-time steps with one matrix product (``ops.linear`` on the time-major input)
-and hands the op ``xproj``. What the op computes per step ``t`` (``hd`` is
-``h_{t-1}``, times the recurrent dropout mask when one is given; ``U`` the
-recurrent kernel; ``ract``/``act`` the recurrent and output activations):
+time steps with one matrix product (:func:`sequence_projection`: batch-major
+input in, time-major ``xproj`` out) and hands the op ``xproj``. What the op
+computes per step ``t`` (``hd`` is ``h_{t-1}``, times the recurrent dropout
+mask when one is given; ``U`` the recurrent kernel; ``ract``/``act`` the
+recurrent and output activations):
 
 - ``rnn``:  ``h = act(xproj[t] + hd @ U)``
 - ``lstm``: ``z = xproj[t] + hd @ U``, gates ``i, f, c, o`` (Keras order) as
@@ -482,6 +483,67 @@ def rnn_sequence(xproj, recurrent_kernel, h0=None, **options):
     """SimpleRNN loop over time-major ``xproj (T, B, u)``; options as :class:`SequenceSpec`."""
     options.setdefault("activation", "tanh")
     return recurrent_sequence(SequenceSpec("rnn", **options), xproj, recurrent_kernel, None, h0)
+
+
+class SequenceProjection(Function):
+    """The input projection of a recurrent layer for all time steps at once.
+
+    ``x (B, T, F)`` batch-major, ``kernel (F, G)``, ``bias (G,)`` or None;
+    returns the time-major ``xproj (T, B, G)`` with ``xproj[t] = x[:, t] @ kernel
+    + bias``, the layout the sequence ops take. A backend kernel
+    ``sequence_projection`` (optional) has ``forward(x, kernel, bias) -> (xproj,
+    saved)`` and ``backward(saved, g, needs) -> (dx, dkernel, dbias)``.
+    """
+
+    @property
+    def name(self):
+        return "sequence_projection"
+
+    def forward(self, x, kernel, bias=None):
+        impl = self.backend.kernel("sequence_projection")
+        if impl is not None:
+            self.impl = impl
+            xproj, self.saved = impl.forward(x, kernel, bias)
+            return xproj
+        xp = self.xp
+        self.impl = None
+        batch, steps, features = x.shape
+        x2 = xp.reshape(xp.permute_dims(x, (1, 0, 2)), (steps * batch, features))
+        xproj = x2 @ kernel
+        if bias is not None:
+            xproj = xproj + bias
+        self.saved = (x2, kernel, (batch, steps, features))
+        return xp.reshape(xproj, (steps, batch, kernel.shape[1]))
+
+    def backward(self, g):
+        needs = self.needs_input_grad + (False,) * (3 - len(self.needs_input_grad))
+        if self.impl is not None:
+            dx, dk, db = self.impl.backward(self.saved, g, needs)
+        else:
+            xp = self.xp
+            x2, kernel, (batch, steps, features) = self.saved
+            g2 = xp.reshape(g, (steps * batch, kernel.shape[1]))
+            dx = dk = db = None
+            if needs[0]:
+                dx = xp.reshape(g2 @ kernel.T, (steps, batch, features))
+                dx = xp.permute_dims(dx, (1, 0, 2))
+            if needs[1]:
+                dk = x2.T @ g2
+            if needs[2]:
+                db = xp.sum(g2, axis=0)
+        return (dx, dk, db)[: len(self.inputs)]
+
+    def release(self):
+        super().release()
+        self.saved = None
+
+
+def sequence_projection(x, kernel, bias=None):
+    """Time-major ``(T, B, G)`` projection of batch-major ``x (B, T, F)``; see
+    :class:`SequenceProjection`."""
+    if bias is None:
+        return SequenceProjection()(x, kernel)
+    return SequenceProjection()(x, kernel, bias)
 
 
 class Flip(Function):
