@@ -42,7 +42,16 @@ _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 CUDA_SOURCES = {SOURCE: [f"{k}<{t}>" for k in _KERNELS for t in ("float", "double")]}
 
 # the codes of the DLX_ACT_* constants in cuda/recurrent.cu
-ACTIVATION_CODES = {"linear": 0, "tanh": 1, "sigmoid": 2, "hard_sigmoid": 3, "relu": 4}
+ACTIVATION_CODES = {
+    "linear": 0,
+    "tanh": 1,
+    "sigmoid": 2,
+    "hard_sigmoid": 3,
+    "relu": 4,
+    "relu6": 5,
+    "softsign": 6,
+    "exponential": 7,
+}
 
 BLOCK = 256
 MAX_BLOCKS = 65535

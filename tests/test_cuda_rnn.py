@@ -65,6 +65,7 @@ def _run_op(
     recurrent_dropout=False,
     loss_on=None,
     seed=1,
+    scale=1.0,
     **options,
 ):
     """Forward and backward of one op; returns ([outputs..., grads...], impl)."""
@@ -76,7 +77,8 @@ def _run_op(
     def tensor(shape, scale=1.0):
         return dlx.Tensor((rng.standard_normal(shape) * scale).astype(dtype), requires_grad=True)
 
-    xproj, u = tensor((steps, batch, gates * units)), tensor((units, gates * units), 0.5)
+    xproj = tensor((steps, batch, gates * units), scale)
+    u = tensor((units, gates * units), 0.5)
     with_bias = cell == "gru" and options.get("reset_after", True)
     rbias = tensor((gates * units,)) if with_bias else None
     h0 = tensor((batch, units))
@@ -144,28 +146,38 @@ def test_kernel_matches_generic(installed, cell, cell_options, options, dtype):
     _assert_matches_generic(cell, dtype, **cell_options, **options)
 
 
+# (cell, options, scale of the input projection: 3 reaches the flat parts of hard_sigmoid
+# and relu6 and the saturated ones of sigmoid and tanh)
 ACTIVATION_CASES = [
-    ("rnn", {"activation": "relu"}),
-    ("rnn", {"activation": "linear"}),
-    ("rnn", {"activation": "sigmoid"}),
-    ("rnn", {"activation": "hard_sigmoid"}),
-    ("lstm", {"recurrent_activation": "hard_sigmoid"}),
-    ("lstm", {"activation": "relu", "recurrent_activation": "sigmoid"}),
-    ("lstm", {"activation": "linear", "recurrent_activation": "tanh"}),
-    ("gru", {"recurrent_activation": "hard_sigmoid", "reset_after": True}),
-    ("gru", {"activation": "relu", "reset_after": False}),
+    ("rnn", {"activation": "relu"}, 3.0),
+    ("rnn", {"activation": "linear"}, 1.0),
+    ("rnn", {"activation": "sigmoid"}, 3.0),
+    ("rnn", {"activation": "hard_sigmoid"}, 3.0),
+    ("rnn", {"activation": "relu6"}, 6.0),
+    ("lstm", {"recurrent_activation": "hard_sigmoid"}, 3.0),
+    ("lstm", {"activation": "relu", "recurrent_activation": "sigmoid"}, 3.0),
+    ("lstm", {"activation": "linear", "recurrent_activation": "tanh"}, 1.0),
+    ("lstm", {"activation": "softsign", "recurrent_activation": "hard_sigmoid"}, 3.0),
+    ("gru", {"recurrent_activation": "hard_sigmoid", "reset_after": True}, 3.0),
+    ("gru", {"activation": "relu", "reset_after": False}, 3.0),
+    ("gru", {"activation": "exponential", "recurrent_activation": "softsign"}, 1.0),
     (
         "gru",
-        {"activation": "sigmoid", "recurrent_activation": "hard_sigmoid", "reset_after": False},
+        {"activation": "relu6", "recurrent_activation": "hard_sigmoid", "reset_after": False},
+        6.0,
+    ),
+    (
+        "gru",
+        {"activation": "sigmoid", "recurrent_activation": "sigmoid", "reset_after": False},
+        3.0,
     ),
 ]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("cell, options", ACTIVATION_CASES)
-def test_kernel_activations_match_generic(installed, cell, options, dtype):
-    # scaled inputs reach the flat parts of hard_sigmoid and the negative side of relu
-    _assert_matches_generic(cell, dtype, mask=True, go_backwards=True, **options)
+@pytest.mark.parametrize("cell, options, scale", ACTIVATION_CASES)
+def test_kernel_activations_match_generic(installed, cell, options, scale, dtype):
+    _assert_matches_generic(cell, dtype, mask=True, go_backwards=True, scale=scale, **options)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -213,7 +225,7 @@ def test_unsupported_inputs_fall_back(installed):
     lstm = installed["lstm_sequence"]
     x, u = np.zeros((2, 1, 8)), np.zeros((2, 8))
     h = np.zeros((1, 2))
-    assert lstm.forward(SequenceSpec("lstm", activation="softsign"), x, u, None, h, h) is None
+    assert lstm.forward(SequenceSpec("lstm", activation="softplus"), x, u, None, h, h) is None
     assert lstm.forward(SequenceSpec("lstm", recurrent_activation="elu"), x, u, None, h, h) is None
     half = x.astype(np.float16)
     h16 = h.astype(np.float16)
@@ -230,7 +242,7 @@ def test_unsupported_inputs_fall_back(installed):
     # through the op: an unsupported activation runs the generic loop, same numbers
     rng = np.random.default_rng(5)
     xs, us = rng.standard_normal((3, 2, 8)), rng.standard_normal((2, 8))
-    function = RecurrentSequence(SequenceSpec("lstm", activation="softsign"))
+    function = RecurrentSequence(SequenceSpec("lstm", activation="softplus"))
     outs = function(xs, us, None, np.zeros((2, 2)), np.zeros((2, 2)))
     assert function.impl is GENERIC["lstm"]
     assert outs[0].shape == (3, 2, 2)
@@ -306,6 +318,7 @@ LAYER_GRAD_CASES = [
     ("gru", {"reset_after": False, "go_backwards": True, "return_state": True}, True),
     ("rnn", {"return_sequences": True, "go_backwards": True}, True),
     ("rnn", {"return_state": True, "activation": "relu"}, False),
+    ("lstm", {"activation": "softsign", "recurrent_activation": "hard_sigmoid"}, True),
 ]
 
 

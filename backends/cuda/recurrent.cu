@@ -29,6 +29,9 @@
 #define DLX_ACT_SIGMOID 2
 #define DLX_ACT_HARD_SIGMOID 3
 #define DLX_ACT_RELU 4
+#define DLX_ACT_RELU6 5
+#define DLX_ACT_SOFTSIGN 6
+#define DLX_ACT_EXPONENTIAL 7
 
 // f(x), written as the generic activations compute it (NaN propagates).
 template <typename T>
@@ -46,6 +49,12 @@ __device__ __forceinline__ T rnn_activate(int kind, T x) {
     }
     case DLX_ACT_RELU:
       return x < T(0) ? T(0) : x;
+    case DLX_ACT_RELU6:
+      return x < T(0) ? T(0) : (x > T(6) ? T(6) : x);
+    case DLX_ACT_SOFTSIGN:
+      return x / (T(1) + fabs(x));
+    case DLX_ACT_EXPONENTIAL:
+      return exp(x);
     default:
       return x;
   }
@@ -63,6 +72,14 @@ __device__ __forceinline__ T rnn_activation_grad(int kind, T y) {
       return (y > T(0) && y < T(1)) ? T(1) / T(6) : T(0);
     case DLX_ACT_RELU:
       return y > T(0) ? T(1) : T(0);
+    case DLX_ACT_RELU6:
+      return (y > T(0) && y < T(6)) ? T(1) : T(0);
+    case DLX_ACT_SOFTSIGN: {  // 1 / (1 + |x|)^2 = (1 - |y|)^2
+      T d = T(1) - fabs(y);
+      return d * d;
+    }
+    case DLX_ACT_EXPONENTIAL:
+      return y;
     default:
       return T(1);
   }
