@@ -70,7 +70,8 @@ class _Kernels:
 
     def __init__(self, xp, load):
         self.xp = xp
-        self.module = load(SOURCE, CUDA_SOURCES[SOURCE])
+        self._load = load
+        self._module = None  # loaded (compiled) on the first launch
         self._functions = {}
         self._dummies = {}
 
@@ -83,8 +84,10 @@ class _Kernels:
         key = (name, np.dtype(dtype))
         function = self._functions.get(key)
         if function is None:
+            if self._module is None:
+                self._module = self._load(SOURCE, CUDA_SOURCES[SOURCE])
             expression = f"{name}<{_CTYPES[key[1]]}>"
-            function = self._functions[key] = self.module.get_function(expression)
+            function = self._functions[key] = self._module.get_function(expression)
         grid = (max(1, min((threads + BLOCK - 1) // BLOCK, MAX_BLOCKS)),)
         block = (BLOCK,)
 
