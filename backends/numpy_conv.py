@@ -6,10 +6,13 @@ first-maximum rule), but:
 
 * im2col is one copy of an ``as_strided`` window view ``(N, *O, *K, C)`` -- no
   Python loop over batch or pixels -- followed by one matrix product (per group);
-* the column buffers are pooled: a training step reuses the previous step's
-  buffers instead of page-faulting fresh ones, and inference gives them back at once;
-* bias and ReLU are applied in place on the product;
-* pooling works on strided slices with ``out=``/``where=`` arguments.
+* every large array they make (columns, outputs, gradients, scratch) comes from
+  :mod:`buffer_pool`: a step reuses the arrays of the previous one that nothing
+  refers to any more instead of page-faulting fresh memory (about 2.5 us per
+  4 KiB page on these VMs: 2,500 faults, ~6 ms, per ``cnn_train`` step before);
+* products write into those arrays (``out=``); bias and ReLU are applied in place;
+* max pooling over windows that tile the input works on one reshaped view, and
+  can fold the backward of a preceding ReLU into its own (``backward_relu``).
 
 Every array here is channels_last. A method returns None for what it does not
 handle (non-float dtypes, mixed dtypes), and the generic code runs instead.
@@ -20,30 +23,8 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-# ---------------------------------------------------------------------------
-# buffer pool
-
-_FREE = {}
-_MAX_FREE = 4
-
-
-def _take(shape, dtype):
-    free = _FREE.get((shape, dtype))
-    if free:
-        return free.pop()
-    return np.empty(shape, dtype)
-
-
-def _give(array):
-    free = _FREE.setdefault((array.shape, array.dtype), [])
-    if len(free) < _MAX_FREE:
-        free.append(array)
-
-
-def clear_buffers():
-    """Drop every pooled buffer (frees their memory)."""
-    _FREE.clear()
-
+from .blas_threads import OneBlasThread
+from .buffer_pool import pooled
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -84,7 +65,8 @@ def _reframe(x, pads, fill=0.0):
     shape = (
         (x.shape[0],) + tuple(n + b + a for n, (b, a) in zip(x.shape[1:-1], pads)) + (x.shape[-1],)
     )
-    out = np.full(shape, fill, x.dtype)
+    out = pooled(shape, x.dtype)
+    out.fill(fill)
     inner = (
         (slice(None),)
         + tuple(slice(b, b + n) for n, (b, _) in zip(x.shape[1:-1], pads))
@@ -108,12 +90,15 @@ def _out_size(shape, kernel_size, strides, dilation, pads):
     )
 
 
-def _im2col(x, kernel_size, strides, dilation, pads):
-    """``(M, Kp * C)`` columns, the output size and the pooled buffer behind them (or None).
+def _im2col(x, kernel_size, strides, dilation, pads, ones=False):
+    """``(M, Kp * C)`` columns (often a view of a pooled buffer) and the output size.
 
     1x1 kernels use a view of x; single-channel inputs are gathered one kernel
     offset at a time into a ``(Kp, M)`` buffer (contiguous rows) and returned
-    transposed; otherwise one copy of the ``(N, *O, *K, C)`` window view.
+    transposed -- with ``ones`` that buffer gets a last row of ones, and the
+    columns ``(M, Kp + 1)`` carry it (a bias row appended to the kernel then
+    adds the bias inside the product); otherwise one copy of the
+    ``(N, *O, *K, C)`` window view.
     """
     xpad = _reframe(x, pads)
     rank = len(kernel_size)
@@ -122,28 +107,57 @@ def _im2col(x, kernel_size, strides, dilation, pads):
     kp = math.prod(kernel_size)
     m = n * math.prod(out_size)
     if kp == 1 and all(s == 1 for s in strides) and xpad.flags.c_contiguous:
-        return xpad.reshape(m, c), out_size, None
+        return xpad.reshape(m, c), out_size
     if c == 1:
-        buffer = _take((kp, m), x.dtype)
+        buffer = pooled((kp + 1 if ones else kp, m), x.dtype)
+        if ones:
+            buffer[kp] = 1
         for k, offset in enumerate(_offsets(kernel_size)):
             np.copyto(
                 buffer[k].reshape((n,) + out_size + (1,)),
                 xpad[_window(offset, strides, dilation, out_size)],
             )
-        return buffer.T, out_size, buffer
-    st = xpad.strides
-    view = as_strided(
-        xpad,
-        (n,) + out_size + tuple(kernel_size) + (c,),
+        return buffer.T, out_size
+    buffer = pooled((m, kp * c), x.dtype)
+    np.copyto(
+        buffer.reshape((n,) + out_size + tuple(kernel_size) + (c,)),
+        _windows(xpad, kernel_size, strides, dilation, out_size),
+    )
+    return buffer, out_size
+
+
+def _windows(x, kernel_size, strides, dilation, out_size):
+    """Read-only ``(N, *O, *K, C)`` view: ``[n, o, k] = x[n, o * strides + k * dilation]``."""
+    rank = len(kernel_size)
+    st = x.strides
+    return as_strided(
+        x,
+        (x.shape[0],) + tuple(out_size) + tuple(kernel_size) + (x.shape[-1],),
         (st[0],)
         + tuple(st[1 + i] * strides[i] for i in range(rank))
         + tuple(st[1 + i] * dilation[i] for i in range(rank))
         + (st[-1],),
         writeable=False,
     )
-    buffer = _take((m, kp * c), x.dtype)
-    np.copyto(buffer.reshape(view.shape), view)
-    return buffer, out_size, buffer
+
+
+def _blocks(x, pool_size, out_size):
+    """``(N, O1, K1, O2, K2, ..., C)`` view of the first ``O * K`` cells of each axis of x
+    (non-overlapping windows, window ``o`` covering cells ``o * K .. o * K + K - 1``)."""
+    st = x.strides
+    shape, strides = [x.shape[0]], [st[0]]
+    for i, (k, o) in enumerate(zip(pool_size, out_size)):
+        shape += [o, k]
+        strides += [st[1 + i] * k, st[1 + i]]
+    return as_strided(x, tuple(shape) + (x.shape[-1],), tuple(strides) + (st[-1],))
+
+
+def _spread(y):
+    """``(N, O1, 1, O2, 1, ..., C)`` view of ``(N, *O, C)``: broadcasts against :func:`_blocks`."""
+    shape = (y.shape[0],)
+    for o in y.shape[1:-1]:
+        shape += (o, 1)
+    return y.reshape(shape + (y.shape[-1],))
 
 
 # ---------------------------------------------------------------------------
@@ -151,7 +165,11 @@ def _im2col(x, kernel_size, strides, dilation, pads):
 
 
 class NumpyConv:
-    """Kernel table entry ``"conv"`` (see ``dlx.ops.convolution`` for the contract)."""
+    """Kernel table entry ``"conv"`` (see ``dlx.ops.convolution`` for the contract).
+
+    Outputs, gradients and column buffers come from :mod:`buffer_pool`: the
+    arrays of the previous step are reused once nothing refers to them.
+    """
 
     def forward(self, x, w, b, geometry, relu, keep):
         if not _float(x, w, b):
@@ -160,33 +178,46 @@ class NumpyConv:
         kernel_size = w.shape[:-2]
         n, c, f = x.shape[0], x.shape[-1], w.shape[-1]
         kp = math.prod(kernel_size)
-        cols, out_size, buffer = _im2col(x, kernel_size, strides, dilation, pads)
+        # single-channel input: the bias rides in the product as a row of ones
+        fold_bias = c == 1 and groups == 1 and b is not None
+        cols, out_size = _im2col(x, kernel_size, strides, dilation, pads, ones=fold_bias)
         m = cols.shape[0]
-        if groups == 1:
-            y = cols @ w.reshape(kp * c, f)
+        y = pooled((m, f), x.dtype)
+        if fold_bias:
+            np.matmul(cols, np.concatenate([w.reshape(kp, f), b.reshape(1, f)]), out=y)
+            cols, b = cols[:, :kp], None
+        elif groups == 1:
+            np.matmul(cols, w.reshape(kp * c, f), out=y)
         else:
             cg, fg = c // groups, f // groups
             a = cols.reshape(m, kp, groups, cg).transpose(2, 0, 1, 3).reshape(groups, m, kp * cg)
             wg = w.reshape(kp, cg, groups, fg).transpose(2, 0, 1, 3).reshape(groups, kp * cg, fg)
-            y = np.ascontiguousarray((a @ wg).transpose(1, 0, 2)).reshape(m, f)
+            np.copyto(y.reshape(m, groups, fg), (a @ wg).transpose(1, 0, 2))
         if b is not None:
             y += b
         if relu:
             np.maximum(y, 0, out=y)
-        saved = None
-        if keep:
-            saved = (cols, buffer)
-        elif buffer is not None:
-            _give(buffer)
-        return y.reshape((n,) + out_size + (f,)), saved
-
-    def release(self, saved):
-        if saved[1] is not None:
-            _give(saved[1])
+        return y.reshape((n,) + out_size + (f,)), (cols if keep else None)
 
     def relu_grad(self, g, y):
         """``g`` where ``y > 0``, else 0 (as the generic ``where``)."""
-        return np.multiply(g, np.greater(y, 0))
+        if not _float(g, y):
+            return None
+        mask = pooled(y.shape, bool)
+        np.greater(y, 0, out=mask)
+        out = pooled(g.shape, g.dtype)
+        return np.multiply(g, mask, out=out)
+
+    def bias_grad(self, g):
+        """``sum(g)`` over every axis but the last, as one matrix-vector product
+        (``np.sum`` over the rows of a ``(M, F)`` array walks them ``F`` at a time)."""
+        if not _float(g):
+            return None
+        g2 = g.reshape(-1, g.shape[-1])
+        ones = pooled((g2.shape[0],), g.dtype)
+        ones.fill(1)
+        with OneBlasThread():  # memory-bound: a second thread only adds a wait
+            return ones @ g2
 
     def input_grad(self, g, w, geometry, x_shape):
         if not _float(g, w):
@@ -200,25 +231,26 @@ class NumpyConv:
         g2 = g.reshape(m, f)
         framed = (n,) + tuple(s + b + a for s, (b, a) in zip(x_shape[1:-1], pads)) + (c,)
         block = (n,) + out_size + (c,)
+        gx = pooled(framed, g.dtype)
         if groups == 1:
             # one (M, F) x (F, C) product per kernel offset, added into its window:
             # contiguous blocks add twice as fast as strided slices of one big product
             wk = w.reshape(kp, c, f)
             if kp == 1 and all(s == 1 for s in strides) and framed[1:-1] == out_size:
-                gx = (g2 @ wk[0].T).reshape(framed)
+                np.matmul(g2, wk[0].T, out=gx.reshape(m, c))
             else:
-                gx = np.zeros(framed, g.dtype)
+                gx.fill(0)
+                part = pooled((m, c), g.dtype)
                 for k, offset in enumerate(_offsets(kernel_size)):
-                    gx[_window(offset, strides, dilation, out_size)] += (g2 @ wk[k].T).reshape(
-                        block
-                    )
+                    np.matmul(g2, wk[k].T, out=part)
+                    gx[_window(offset, strides, dilation, out_size)] += part.reshape(block)
         else:
             cg, fg = c // groups, f // groups
             a = g2.reshape(m, groups, fg).transpose(1, 0, 2)
             wg = w.reshape(kp, cg, groups, fg).transpose(2, 3, 0, 1).reshape(groups, fg, kp * cg)
             dcols = (a @ wg).reshape(groups, m, kp, cg).transpose(1, 2, 0, 3)
             dcols = dcols.reshape((n,) + out_size + (kp, c))
-            gx = np.zeros(framed, g.dtype)
+            gx.fill(0)
             for k, offset in enumerate(_offsets(kernel_size)):
                 gx[_window(offset, strides, dilation, out_size)] += dcols[..., k, :]
         return _reframe(gx, tuple((-b, -a) for b, a in pads))
@@ -228,25 +260,18 @@ class NumpyConv:
             return None
         strides, dilation, pads, groups = geometry
         kernel_size = w_shape[:-2]
-        if saved is not None:
-            cols, buffer = saved
-        else:
-            cols, _, buffer = _im2col(x, kernel_size, strides, dilation, pads)
+        cols = saved if saved is not None else _im2col(x, kernel_size, strides, dilation, pads)[0]
         f = g.shape[-1]
         m = cols.shape[0]
         g2 = g.reshape(m, f)
         if groups == 1:
-            gw = (cols.T @ g2).reshape(w_shape)
-        else:
-            kp = math.prod(kernel_size)
-            c = x.shape[-1]
-            cg, fg = c // groups, f // groups
-            a = cols.reshape(m, kp, groups, cg).transpose(2, 1, 3, 0).reshape(groups, kp * cg, m)
-            b = g2.reshape(m, groups, fg).transpose(1, 0, 2)
-            gw = (a @ b).reshape(groups, kp, cg, fg).transpose(1, 2, 0, 3).reshape(w_shape)
-        if saved is None and buffer is not None:
-            _give(buffer)
-        return gw
+            return (cols.T @ g2).reshape(w_shape)
+        kp = math.prod(kernel_size)
+        c = x.shape[-1]
+        cg, fg = c // groups, f // groups
+        a = cols.reshape(m, kp, groups, cg).transpose(2, 1, 3, 0).reshape(groups, kp * cg, m)
+        b = g2.reshape(m, groups, fg).transpose(1, 0, 2)
+        return (a @ b).reshape(groups, kp, cg, fg).transpose(1, 2, 0, 3).reshape(w_shape)
 
 
 class NumpyConvTranspose:
@@ -271,7 +296,13 @@ class NumpyConvTranspose:
 
 
 class NumpyPool:
-    """Kernel table entry ``"pool"`` (see ``dlx.ops.pooling`` for the contract)."""
+    """Kernel table entry ``"pool"`` (see ``dlx.ops.pooling`` for the contract).
+
+    Non-overlapping unpadded windows (``strides == pool_size``, the usual
+    ``MaxPooling2D(2)``) are one reshaped ``(N, O1, K1, O2, K2, .., C)`` view of
+    the input: max-pool backward compares it with the output in one go and
+    writes the whole gradient in one product; other geometries go offset by offset.
+    """
 
     def forward(self, x, kind, pool_size, strides, pads, keep):
         if not _float(x):
@@ -281,8 +312,7 @@ class NumpyPool:
         xpad = _reframe(x, pads, -np.inf if kind == "max" else 0.0)
         out_size = _out_size(xpad.shape[1:-1], pool_size, strides, ones, ((0, 0),) * rank)
         parts = [xpad[_window(o, strides, ones, out_size)] for o in _offsets(pool_size)]
-        shape = (x.shape[0],) + out_size + (x.shape[-1],)
-        y = np.empty(shape, x.dtype)
+        y = pooled((x.shape[0],) + out_size + (x.shape[-1],), x.dtype)
         np.copyto(y, parts[0])
         if kind == "max":
             for part in parts[1:]:
@@ -300,9 +330,23 @@ class NumpyPool:
     def backward(self, g, saved, x_shape, kind, pool_size, strides, pads):
         if not _float(g):
             return None
+        return self._backward(g, saved, x_shape, kind, pool_size, strides, pads, False)
+
+    def backward_relu(self, g, saved, x_shape, kind, pool_size, strides, pads):
+        """``backward`` of ``where(y > 0, g, 0)``: the gradient also passes the ReLU that
+        made the (non-negative) input (see ``dlx.ops.pooling``)."""
+        if kind != "max" or not _float(g):
+            return None
+        return self._backward(g, saved, x_shape, kind, pool_size, strides, pads, True)
+
+    def _backward(self, g, saved, x_shape, kind, pool_size, strides, pads, relu):
+        out_size = g.shape[1:-1]
+        if kind == "max" and strides == pool_size and not any(b or a for b, a in pads):
+            return _max_blocks_backward(g, saved, x_shape, pool_size, relu)
+        if relu:
+            g = np.where(saved[1] > 0, g, 0)
         rank = len(pool_size)
         ones = (1,) * rank
-        out_size = g.shape[1:-1]
         framed = (
             (x_shape[0],)
             + tuple(n + b + a for n, (b, a) in zip(x_shape[1:-1], pads))
@@ -312,7 +356,9 @@ class NumpyPool:
         exact = disjoint and all(
             s == k and o * s == n for s, k, o, n in zip(strides, pool_size, out_size, framed[1:-1])
         )
-        gx = np.empty(framed, g.dtype) if exact else np.zeros(framed, g.dtype)
+        gx = pooled(framed, g.dtype)
+        if not exact:
+            gx.fill(0)
         offsets = _offsets(pool_size)
         if kind == "avg":
             g = g / saved
@@ -325,7 +371,7 @@ class NumpyPool:
         else:
             x, y = saved
             xpad = _reframe(x, pads, -np.inf)
-            hit, free = np.empty(g.shape, bool), np.empty(g.shape, bool)
+            hit, free = pooled(g.shape, bool), pooled(g.shape, bool)
             for k, offset in enumerate(offsets):
                 window = _window(offset, strides, ones, out_size)
                 np.equal(xpad[window], y, out=hit)
@@ -344,6 +390,50 @@ class NumpyPool:
                 else:
                     view += np.where(hit, g, 0)
         return _reframe(gx, tuple((-b, -a) for b, a in pads))
+
+
+def _max_blocks_backward(g, saved, x_shape, pool_size, relu):
+    """Max-pool gradient for windows that tile the input (``strides == pool_size``, no padding).
+
+    ``hit`` marks every cell equal to its window's maximum; where a window has
+    several, all but the first (row-major) are cleared, offset by offset; the
+    gradient is then ``hit * g`` broadcast over the windows, and cells past the
+    last whole window get 0.
+    """
+    x, y = saved
+    out_size = g.shape[1:-1]
+    blocks = _blocks(x, pool_size, out_size)
+    hit = pooled(blocks.shape, bool)
+    np.equal(blocks, _spread(y), out=hit)
+    offsets = _offsets(pool_size)
+    if len(offsets) > 1:
+        taken = pooled(g.shape, bool)
+        for k, offset in enumerate(offsets):
+            index = (slice(None),)
+            for o in offset:
+                index += (slice(None), o)
+            index += (slice(None),)
+            if k == 0:
+                np.copyto(taken, hit[index])
+                continue
+            cell = hit[index]
+            np.greater(cell, taken, out=cell)  # cell & ~taken
+            if k + 1 < len(offsets):
+                np.logical_or(taken, cell, out=taken)
+    if relu:
+        # y > 0 exactly where the ReLU passed the window's maximum
+        positive = pooled(g.shape, g.dtype)
+        np.greater(y, 0, out=positive)
+        g = np.multiply(g, positive, out=positive)
+    gx = pooled(x_shape, g.dtype)
+    covered = tuple(o * k for o, k in zip(out_size, pool_size))
+    np.multiply(hit, _spread(g), out=_blocks(gx, pool_size, out_size))
+    if covered != tuple(x_shape[1:-1]):
+        for axis, n in enumerate(covered):
+            if n < x_shape[1 + axis]:
+                index = (slice(None),) * (1 + axis) + (slice(n, None),)
+                gx[index] = 0
+    return gx
 
 
 def _counts(x_shape, pool_size, strides, pads, dtype):

@@ -123,10 +123,97 @@ def test_cnn_shapes_kernel_matches_generic(dtype):
     x = rng.random((4, 12, 12, 1)).astype(dtype)
     w1 = (rng.standard_normal((3, 3, 1, 8)) * 0.3).astype(dtype)
     w2 = (rng.standard_normal((3, 3, 8, 6)) * 0.3).astype(dtype)
+    b1 = (rng.standard_normal(8) * 0.1).astype(dtype)
+    b2 = (rng.standard_normal(6) * 0.1).astype(dtype)
 
-    def model(x, w1, w2):
-        h = ops.max_pool(ops.conv(x, w1, relu=True), (2, 2))
-        return ops.max_pool(ops.conv(h, w2, relu=True), (2, 2))
+    def model(x, w1, b1, w2, b2):
+        h = ops.max_pool(ops.conv(x, w1, b1, relu=True), (2, 2))
+        return ops.max_pool(ops.conv(h, w2, b2, relu=True), (2, 2))
 
     tol = 1e-4 if dtype == "float32" else 1e-10
-    _compare(model, [x, w1, w2], rtol=tol, atol=tol)
+    _compare(model, [x, w1, b1, w2, b2], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("strides", [1, 2])
+def test_single_channel_conv_with_bias_matches_generic(relu, strides):
+    """C_in = 1 takes its own im2col path, with the bias folded into the product."""
+    rng = np.random.default_rng(4)
+    x, w, b = (
+        rng.standard_normal((3, 9, 7, 1)),
+        rng.standard_normal((3, 2, 1, 5)),
+        rng.standard_normal(5),
+    )
+    _compare(lambda x, w, b: ops.conv(x, w, b, strides=strides, relu=relu), [x, w, b])
+
+
+def _conv_pool_grads(x, w, b, kernels, fold, extra_consumer=False, tie_value=None):
+    """Gradients of ``sum(r * max_pool(relu(conv(x))))`` (plus ``sum(conv output)`` when
+    ``extra_consumer``), with the ReLU fused into the conv (``fold``) or a separate op."""
+    dlx.set_backend("numpy")
+    dlx.backends.set_kernels_enabled(kernels)
+    tx, tw, tb = (dlx.Tensor(a, requires_grad=True) for a in (x, w, b))
+    if fold:
+        h = ops.conv(tx, tw, tb, relu=True)
+    else:
+        h = ops.relu(ops.conv(tx, tw, tb))
+    y = ops.max_pool(h, (2, 2))
+    r = np.random.default_rng(5).standard_normal(y.shape)
+    loss = (y * dlx.asarray(r)).sum()
+    if extra_consumer:
+        loss = loss + (h * dlx.asarray(np.linspace(-1, 1, h.shape[-1]))).sum()
+    loss.backward()
+    return [dlx.to_numpy(t.grad) for t in (tx, tw, tb)]
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+@pytest.mark.parametrize("extra_consumer", [False, True])
+def test_relu_folded_into_max_pool_backward_matches_separate_relu(kernels, extra_consumer):
+    rng = np.random.default_rng(11)
+    # a constant patch makes equal positive conv outputs: ties the pool breaks by first maximum
+    x = rng.standard_normal((3, 9, 8, 2))
+    x[:, 2:7, 1:6] = 0.5
+    w = rng.standard_normal((3, 3, 2, 4))
+    b = np.array([0.3, -0.2, 0.1, 0.0])
+    folded = _conv_pool_grads(x, w, b, kernels, True, extra_consumer)
+    separate = _conv_pool_grads(x, w, b, kernels, False, extra_consumer)
+    for f, s in zip(folded, separate):
+        np.testing.assert_allclose(f, s, rtol=1e-12, atol=1e-12)
+
+
+def test_relu_fold_skips_the_conv_mask_only_for_the_pool_gradient(monkeypatch):
+    """The conv's ReLU mask runs when another consumer adds to its output's gradient."""
+    from dlx.backends import numpy_conv
+
+    calls = []
+    real = numpy_conv.NumpyConv.relu_grad
+    monkeypatch.setattr(
+        numpy_conv.NumpyConv, "relu_grad", lambda self, g, y: calls.append(1) or real(self, g, y)
+    )
+    rng = np.random.default_rng(12)
+    x, w, b = rng.standard_normal((2, 6, 6, 1)), rng.standard_normal((3, 3, 1, 3)), np.zeros(3)
+    _conv_pool_grads(x, w, b, True, True)
+    assert calls == []
+    _conv_pool_grads(x, w, b, True, True, extra_consumer=True)
+    assert calls == [1]
+
+
+def test_retained_grad_of_a_relu_conv_output_is_the_unmasked_gradient():
+    dlx.set_backend("numpy")
+    rng = np.random.default_rng(13)
+    x = dlx.Tensor(rng.standard_normal((2, 6, 6, 2)), requires_grad=True)
+    w = dlx.Tensor(rng.standard_normal((3, 3, 2, 3)))
+    h = ops.conv(x, w, relu=True).retain_grad()
+    ops.max_pool(h, (2, 2)).sum().backward()
+    # every window's first maximum gets 1, zero windows (ReLU-blocked) included
+    h_value = dlx.to_numpy(h)
+    expected = np.zeros_like(h_value)
+    for i in range(2):
+        for j in range(2):
+            window = h_value[:, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].reshape(2, 4, 3)
+            first = np.argmax(window, axis=1)
+            for n in range(2):
+                for c in range(3):
+                    a, bb = divmod(first[n, c], 2)
+                    expected[n, 2 * i + a, 2 * j + bb, c] = 1
+    np.testing.assert_array_equal(dlx.to_numpy(h.grad), expected)

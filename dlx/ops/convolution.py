@@ -23,12 +23,20 @@ table entries ``"conv"`` and ``"conv_transpose"``: objects with methods
 ``forward(x, w, b, geometry, relu, keep) -> (y, saved)``,
 ``input_grad(g, w, geometry, x_shape) -> gx`` and
 ``weight_grad(x, g, geometry, w_shape, saved) -> gw`` (and optionally
-``release(saved)`` and ``relu_grad(g, y)``, the gradient through the fused ReLU)
+``release(saved)``, ``relu_grad(g, y)``, the gradient through the fused ReLU, and
+``bias_grad(g) -> gb``, ``g`` summed over every axis but the last; ``saved`` is
+whatever the kernel's forward returned, passed back unchanged)
 
 (for ``conv_transpose``: ``forward(x, w, geometry, out_shape)``,
 ``input_grad(g, w, geometry)``, ``weight_grad(x, g, geometry, w_shape)``), on
 channels_last arrays, where ``geometry = (strides, dilation, pads, groups)``.
 Any method may return None to fall back to the generic code here.
+
+A max pool right after a ``relu=True`` Conv folds the ReLU's backward into its
+own (see ``dlx.ops.pooling``) and hands the Conv a gradient already masked: the
+Conv skips its mask when the gradient it receives is that very array object
+(with any other consumer of its output, autograd sums the gradients into a new
+array, and the mask is applied as usual).
 """
 
 import math
@@ -290,6 +298,13 @@ def _to_first(xp, x, channels_first):
     return xp.permute_dims(x, (0, x.ndim - 1) + tuple(range(1, x.ndim - 1)))
 
 
+def _bias_grad(xp, kernel, g):
+    """``g`` (channels_last) summed over every axis but the last."""
+    bias_grad = getattr(kernel, "bias_grad", None)
+    gb = bias_grad(g) if bias_grad is not None else None
+    return gb if gb is not None else xp.sum(xp.reshape(g, (-1, g.shape[-1])), axis=0)
+
+
 class Conv(Function):
     """``y = act(conv(x, kernel) + bias)``; act is identity or ReLU (fused).
 
@@ -301,6 +316,8 @@ class Conv(Function):
         self.geometry = (tuple(strides), tuple(dilation), tuple(tuple(p) for p in pads), groups)
         self.channels_first, self.relu = channels_first, relu
         self.saved = self.x = self.w = self.y = None
+        # a gradient a consumer already passed through this op's ReLU (set by max pooling)
+        self.premasked = None
 
     def forward(self, x, w, b=None):
         xp, cf = self.xp, self.channels_first
@@ -322,10 +339,12 @@ class Conv(Function):
 
     def backward(self, g):
         xp, cf = self.xp, self.channels_first
+        masked_already = g is self.premasked
+        self.premasked = None
         g = _to_last(xp, g, cf)
         need = self.needs_input_grad
         kernel = self.backend.kernel("conv")
-        if self.relu:
+        if self.relu and not masked_already:
             relu_grad = getattr(kernel, "relu_grad", None)
             masked = relu_grad(g, self.y) if relu_grad is not None else None
             if masked is None:
@@ -350,14 +369,14 @@ class Conv(Function):
                 cols = self.saved if self.kernel is None else None
                 gw = conv_weight_grad(xp, self.x, g, self.geometry, w_shape, cols)
         if len(need) > 2 and need[2]:
-            gb = xp.sum(xp.reshape(g, (-1, g.shape[-1])), axis=0)
+            gb = _bias_grad(xp, kernel, g)
         return gx, gw, gb
 
     def release(self):
         super().release()
         if self.kernel is not None and self.saved is not None and hasattr(self.kernel, "release"):
             self.kernel.release(self.saved)
-        self.saved = self.x = self.w = self.y = None
+        self.saved = self.x = self.w = self.y = self.premasked = None
 
 
 class ConvTranspose(Function):
@@ -408,7 +427,7 @@ class ConvTranspose(Function):
             if gw is None:
                 gw = conv_weight_grad(xp, g, self.x, self.geometry, w_shape)
         if len(need) > 2 and need[2]:
-            gb = xp.sum(xp.reshape(g, (-1, g.shape[-1])), axis=0)
+            gb = _bias_grad(xp, self.backend.kernel("conv"), g)
         return gx, gw, gb
 
     def release(self):

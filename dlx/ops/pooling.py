@@ -17,12 +17,25 @@ channels_last arrays (``kind`` is ``"max"`` or ``"avg"``); either may return Non
 ``saved`` has the generic form: ``(x, y)`` for max (backward finds each
 window's first maximum again), the valid-cell count (a float or a
 ``(1, *out, 1)`` array) for avg.
+
+ReLU before max pooling (``Conv(..., relu=True)`` feeding ``Pool("max")``, the
+usual CNN block): the ReLU's backward ``where(x > 0, gx, 0)`` can be folded
+into the pool's, because the pooled gradient lands only on each window's
+maximum, which is > 0 exactly where the pool output ``y`` is. So when the
+pool's input was made by such a Conv, has no other consumer whose gradient
+would be summed in, and keeps no ``.grad`` of its own, the pool backpropagates
+``where(y > 0, g, 0)`` (a quarter of the cells for 2x2 windows) and marks its
+result so that the Conv skips its ReLU mask (see ``Conv.premasked``). A kernel
+may do that masking itself through an optional method with the arguments of
+``backward``: ``backward_relu(g, saved, x_shape, kind, pool_size, strides, pads) -> gx``
+(equal to ``backward`` of ``where(y > 0, g, 0)``; may return None).
 """
 
 import math
 
 from ..autograd import Function
 from .convolution import (
+    Conv,
     _to_first,
     _to_last,
     conv_output_size,
@@ -138,7 +151,7 @@ class Pool(Function):
         self.pool_size, self.strides = tuple(pool_size), tuple(strides)
         self.pads = tuple(tuple(p) for p in pads)
         self.channels_first = channels_first
-        self.saved = None
+        self.saved = self.y = None
 
     def forward(self, x):
         xp, cf = self.xp, self.channels_first
@@ -152,21 +165,46 @@ class Pool(Function):
         y, saved = result
         if keep:
             self.saved, self.x_shape = saved, tuple(x.shape)
+            self.y = y if self.kind == "max" else None
         return _to_first(xp, y, cf)
+
+    def _relu_producer(self):
+        """The Conv whose fused ReLU made this pool's input, when its mask may be folded in."""
+        if self.kind != "max" or not self.inputs:
+            return None
+        x = self.inputs[0]
+        creator = getattr(x, "creator", None)
+        if not isinstance(creator, Conv) or not creator.relu or x.retains_grad:
+            return None
+        if creator.channels_first != self.channels_first:
+            return None
+        return creator
 
     def backward(self, g):
         xp, cf = self.xp, self.channels_first
         g = _to_last(xp, g, cf)
         args = (self.x_shape, self.kind, self.pool_size, self.strides, self.pads)
         kernel = self.backend.kernel("pool")
-        gx = kernel.backward(g, self.saved, *args) if kernel is not None else None
+        producer = self._relu_producer()
+        gx = None
+        if producer is not None:
+            backward_relu = getattr(kernel, "backward_relu", None)
+            if backward_relu is not None:
+                gx = backward_relu(g, self.saved, *args)
+            if gx is None:
+                g = xp.where(self.y > 0, g, xp.zeros((), dtype=g.dtype, device=g.device))
+        if gx is None and kernel is not None:
+            gx = kernel.backward(g, self.saved, *args)
         if gx is None:
             gx = pool_backward(xp, g, self.saved, *args)
-        return _to_first(xp, gx, cf)
+        gx = _to_first(xp, gx, cf)
+        if producer is not None:
+            producer.premasked = gx
+        return gx
 
     def release(self):
         super().release()
-        self.saved = None
+        self.saved = self.y = None
 
 
 def pool(x, kind, pool_size, strides=None, padding="valid", data_format="channels_last"):
