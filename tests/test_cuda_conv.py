@@ -66,6 +66,8 @@ CONV_CASES = [
     (2, 1, 1, ((2, 0), (1, 3)), 1),  # explicit, asymmetric
     (2, 2, 1, ((-1, 1), (0, -2)), 2),  # negative = cropping
     (1, 3, 1, "causal", 1),
+    (2, 1, 1, "same", 4),  # depthwise: one channel per group
+    (1, 2, 1, "valid", 4),
 ]
 
 
@@ -79,8 +81,8 @@ def test_conv_matches_generic(kernels, rank, stride, dilation, padding, groups, 
     pads = _conv_pads(spatial, kernel_size, strides, dilations, padding)
     geometry = (strides, dilations, pads, groups)
     x = _random(rng, (2,) + spatial + (4,), dtype)
-    w = _random(rng, kernel_size + (4 // groups, 6), dtype)
-    b = _random(rng, (6,), dtype)
+    w = _random(rng, kernel_size + (4 // groups, 8), dtype)
+    b = _random(rng, (8,), dtype)
     conv = kernels["conv"]
     for bias, relu in ((None, False), (b, False), (b, True)):
         y, saved = conv.forward(x, w, bias, geometry, relu, True)
