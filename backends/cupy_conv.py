@@ -18,7 +18,8 @@ Convolution is im2col + one matrix product per group on cuBLAS (``xp.matmul``):
 * the input gradient is ``g @ w^T`` followed by a gather ``col2im`` (each input
   cell sums the column entries that read it: no atomics), which is also the
   transposed convolution's forward; negative pads (cropping) need nothing special;
-* ``forward(..., keep=True)`` keeps the columns as ``saved`` for ``weight_grad``.
+* ``forward(..., keep=True)`` keeps the columns as ``saved`` for ``weight_grad``;
+* ``bias_grad`` is one matrix-vector product with a cached vector of ones.
 
 Pooling: one thread per output cell forward, one per input cell backward
 (gather form). Max pooling with ``keep=True`` keeps the int32 index of each
@@ -130,6 +131,7 @@ class CudaConv:
 
     def __init__(self, launch):
         self.launch, self.xp = launch, launch.xp
+        self._ones = {}  # (M, dtype) -> ones(M): bias gradients as one matrix-vector product
 
     def _columns(self, x, kernel_size, geometry, out_size):
         """``(G, M, Kp * C/G)`` columns of channels_last ``x`` (a view of x for 1x1 kernels)."""
@@ -197,6 +199,21 @@ class CudaConv:
         out = xp.empty(g.shape, dtype=g.dtype)
         self.launch("convolution.cu", "relu_mask", g.dtype, g.size, g, y, out, np.int64(g.size))
         return out
+
+    def bias_grad(self, g):
+        """``g`` summed over every axis but the last, as ``ones(M) @ g`` on cuBLAS."""
+        xp = self.xp
+        if not _supported(xp, g):
+            return None
+        f = g.shape[-1]
+        m = g.size // f if f else 0
+        key = (m, np.dtype(g.dtype))
+        ones = self._ones.get(key)
+        if ones is None:
+            if len(self._ones) >= 8:  # a few batch sizes at a time
+                self._ones.clear()
+            ones = self._ones[key] = xp.ones((m,), dtype=g.dtype)
+        return xp.matmul(ones, xp.reshape(xp.ascontiguousarray(g), (m, f)))
 
     def _by_group(self, g2, groups):
         """``(M, F)`` -> ``(G, M, F/G)``, contiguous."""

@@ -95,6 +95,7 @@ def test_conv_matches_generic(kernels, rank, stride, dilation, padding, groups, 
         conv_ops.conv_input_grad(np, g, w, geometry, x.shape),
         dtype,
     )
+    _close(conv.bias_grad(g), np.sum(g.reshape(-1, g.shape[-1]), axis=0), dtype)
     expected = conv_ops.conv_weight_grad(np, x, g, geometry, w.shape)
     _close(conv.weight_grad(x, g, geometry, w.shape, saved), expected, dtype)
     _close(conv.weight_grad(x, g, geometry, w.shape, None), expected, dtype)
@@ -294,7 +295,15 @@ def kernel_calls(emulated_backend, monkeypatch):  # noqa: F811
     calls = set()
     for entry in ("conv", "conv_transpose", "pool"):
         implementation = emulated_backend.kernels[entry]
-        methods = ("forward", "input_grad", "weight_grad", "relu_grad", "backward", "backward_relu")
+        methods = (
+            "forward",
+            "input_grad",
+            "weight_grad",
+            "bias_grad",
+            "relu_grad",
+            "backward",
+            "backward_relu",
+        )
         for method in methods:
             original = getattr(implementation, method, None)
             if original is None:
@@ -310,8 +319,9 @@ def kernel_calls(emulated_backend, monkeypatch):  # noqa: F811
     return calls
 
 
-CONV = {("conv", m) for m in ("forward", "input_grad", "weight_grad")}
+CONV = {("conv", m) for m in ("forward", "input_grad", "weight_grad", "bias_grad")}
 TRANSPOSE = {("conv_transpose", m) for m in ("forward", "input_grad", "weight_grad")}
+TRANSPOSE |= {("conv", "bias_grad")}
 POOL = {("pool", "forward"), ("pool", "backward")}
 
 LAYER_CASES = [
