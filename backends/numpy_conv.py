@@ -11,8 +11,9 @@ first-maximum rule), but:
   refers to any more instead of page-faulting fresh memory (about 2.5 us per
   4 KiB page on these VMs: 2,500 faults, ~6 ms, per ``cnn_train`` step before);
 * products write into those arrays (``out=``); bias and ReLU are applied in place;
-* max pooling over windows that tile the input works on one reshaped view, and
-  can fold the backward of a preceding ReLU into its own (``backward_relu``).
+* max pooling over windows that tile the input writes its gradient in one pass
+  per window offset, and can fold the backward of a preceding ReLU into its
+  own (``backward_relu``).
 
 Every array here is channels_last. A method returns None for what it does not
 handle (non-float dtypes, mixed dtypes), and the generic code runs instead.
@@ -139,25 +140,6 @@ def _windows(x, kernel_size, strides, dilation, out_size):
         + (st[-1],),
         writeable=False,
     )
-
-
-def _blocks(x, pool_size, out_size):
-    """``(N, O1, K1, O2, K2, ..., C)`` view of the first ``O * K`` cells of each axis of x
-    (non-overlapping windows, window ``o`` covering cells ``o * K .. o * K + K - 1``)."""
-    st = x.strides
-    shape, strides = [x.shape[0]], [st[0]]
-    for i, (k, o) in enumerate(zip(pool_size, out_size)):
-        shape += [o, k]
-        strides += [st[1 + i] * k, st[1 + i]]
-    return as_strided(x, tuple(shape) + (x.shape[-1],), tuple(strides) + (st[-1],))
-
-
-def _spread(y):
-    """``(N, O1, 1, O2, 1, ..., C)`` view of ``(N, *O, C)``: broadcasts against :func:`_blocks`."""
-    shape = (y.shape[0],)
-    for o in y.shape[1:-1]:
-        shape += (o, 1)
-    return y.reshape(shape + (y.shape[-1],))
 
 
 # ---------------------------------------------------------------------------
@@ -298,10 +280,10 @@ class NumpyConvTranspose:
 class NumpyPool:
     """Kernel table entry ``"pool"`` (see ``dlx.ops.pooling`` for the contract).
 
-    Non-overlapping unpadded windows (``strides == pool_size``, the usual
-    ``MaxPooling2D(2)``) are one reshaped ``(N, O1, K1, O2, K2, .., C)`` view of
-    the input: max-pool backward compares it with the output in one go and
-    writes the whole gradient in one product; other geometries go offset by offset.
+    Max-pool backward over windows that tile the input (``strides == pool_size``,
+    no padding: the usual ``MaxPooling2D(2)``) keeps one contiguous hit mask per
+    window offset and writes every cell of the gradient once; other geometries
+    zero the gradient and add into it offset by offset.
     """
 
     def forward(self, x, kind, pool_size, strides, pads, keep):
@@ -395,44 +377,41 @@ class NumpyPool:
 def _max_blocks_backward(g, saved, x_shape, pool_size, relu):
     """Max-pool gradient for windows that tile the input (``strides == pool_size``, no padding).
 
-    ``hit`` marks every cell equal to its window's maximum; where a window has
-    several, all but the first (row-major) are cleared, offset by offset; the
-    gradient is then ``hit * g`` broadcast over the windows, and cells past the
-    last whole window get 0.
+    ``hit[k]`` (contiguous, one per window offset ``k``) marks the windows whose
+    maximum sits at offset ``k``, first offset (row-major) only when several tie;
+    the gradient at offset ``k`` of every window is then ``g * hit[k]``, and cells
+    past the last whole window get 0.
     """
     x, y = saved
     out_size = g.shape[1:-1]
-    blocks = _blocks(x, pool_size, out_size)
-    hit = pooled(blocks.shape, bool)
-    np.equal(blocks, _spread(y), out=hit)
     offsets = _offsets(pool_size)
-    if len(offsets) > 1:
-        taken = pooled(g.shape, bool)
-        for k, offset in enumerate(offsets):
-            index = (slice(None),)
-            for o in offset:
-                index += (slice(None), o)
-            index += (slice(None),)
-            if k == 0:
-                np.copyto(taken, hit[index])
-                continue
-            cell = hit[index]
-            np.greater(cell, taken, out=cell)  # cell & ~taken
-            if k + 1 < len(offsets):
-                np.logical_or(taken, cell, out=taken)
+    hit = pooled((len(offsets),) + g.shape, bool)
+    taken = pooled(g.shape, bool) if len(offsets) > 2 else None
+    windows = []
+    for k, offset in enumerate(offsets):
+        window = _window(offset, pool_size, (1,) * len(offset), out_size)
+        windows.append(window)
+        np.equal(x[window], y, out=hit[k])
+        if k == 0:
+            continue
+        # hit[k] & ~taken, taken: the windows whose first maximum came earlier
+        np.greater(hit[k], taken if k > 1 else hit[0], out=hit[k])
+        if k == 1 and taken is not None:
+            np.logical_or(hit[0], hit[1], out=taken)
+        elif 1 < k < len(offsets) - 1:
+            np.logical_or(taken, hit[k], out=taken)
     if relu:
         # y > 0 exactly where the ReLU passed the window's maximum
         positive = pooled(g.shape, g.dtype)
         np.greater(y, 0, out=positive)
         g = np.multiply(g, positive, out=positive)
     gx = pooled(x_shape, g.dtype)
+    for k, window in enumerate(windows):
+        np.multiply(g, hit[k], out=gx[window])
     covered = tuple(o * k for o, k in zip(out_size, pool_size))
-    np.multiply(hit, _spread(g), out=_blocks(gx, pool_size, out_size))
-    if covered != tuple(x_shape[1:-1]):
-        for axis, n in enumerate(covered):
-            if n < x_shape[1 + axis]:
-                index = (slice(None),) * (1 + axis) + (slice(n, None),)
-                gx[index] = 0
+    for axis, n in enumerate(covered):
+        if n < x_shape[1 + axis]:
+            gx[(slice(None),) * (1 + axis) + (slice(n, None),)] = 0
     return gx
 
 
