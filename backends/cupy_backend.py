@@ -4,7 +4,17 @@ Importing dlx never touches the GPU: CuPy is imported when this backend is
 first requested, and ``set_backend("cupy")`` fails with one clear
 :class:`BackendUnavailableError` that says whether CuPy, a CUDA device or a
 recent enough driver is missing.
+
+Kernel table: the hand-written CUDA kernels of ``backends/cuda/*.cu`` with their
+glue (``cupy_kernels``): convolution, transposed convolution, pooling and the
+fused recurrent steps. Each source is compiled by NVRTC the first time one of
+its kernels runs (``dlx.backends.warmup()`` compiles them all up front) and
+cached for the process, and by CuPy on disk. ``DLX_KERNELS=generic`` (or
+``dlx.backends.set_kernels_enabled(False)``) runs the generic Array API code
+instead, for A/B checks.
 """
+
+import functools
 
 import numpy as np
 
@@ -43,11 +53,16 @@ class CupyBackend(Backend):
         cupy = _import_cupy()
         from array_api_compat import cupy as xp_cupy
 
+        from .cuda_modules import load_module
+        from .cupy_kernels import cuda_kernels
+
         self.cupy = cupy
+        self._load = functools.partial(load_module, emulate=False)
         super().__init__(
             xp_cupy,
             device=cupy.cuda.Device(),
             array_types=(cupy.ndarray,),
+            kernels=cuda_kernels(cupy, self._load),
         )
         self._generator = cupy.random.default_rng(None)
 
@@ -72,6 +87,12 @@ class CupyBackend(Backend):
         """Bytes used and held by CuPy's memory pool."""
         pool = self.cupy.get_default_memory_pool()
         return {"used_bytes": pool.used_bytes(), "total_bytes": pool.total_bytes()}
+
+    def warmup(self):
+        """Compile every CUDA kernel now; returns ``{source: number of kernels}``."""
+        from .cupy_kernels import compile_all
+
+        return compile_all(self._load)
 
     def free_memory(self):
         """Return all unused blocks of CuPy's memory pools to the driver."""

@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 from cuda_compilers import have_nvcc, nvcc_cubins, nvrtc, nvrtc_compile
 from dlx.backends import cuda_modules
-from dlx.backends.cuda_modules import load_module
+from dlx.backends.cuda_modules import SOURCE_DIR, load_module
+from dlx.backends.cupy_kernels import cuda_sources
 
 import dlx
 
@@ -137,7 +138,39 @@ def test_nvrtc_compiles_the_launch_check():
 
 
 # ---------------------------------------------------------------------------
-# the backend
+# the project's sources
+
+SOURCES = cuda_sources()
+
+
+def test_every_source_is_launched_by_the_glue():
+    on_disk = {p.name for p in SOURCE_DIR.glob("*.cu")}
+    assert on_disk == set(SOURCES), "a .cu file no glue module lists (or a listed one missing)"
+
+
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_emulation_builds_every_kernel(source):
+    module = load_module(source, SOURCES[source], emulate=True)
+    for name in SOURCES[source]:
+        assert module.get_function(name).parameters, name
+
+
+@needs_nvcc
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_nvcc_compiles_for_sm80_and_sm90(source, tmp_path):
+    counts = nvcc_cubins(source, SOURCES[source], tmp_path)
+    assert counts == {"sm_80": len(SOURCES[source]), "sm_90": len(SOURCES[source])}
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_nvrtc_compiles_with_the_backend_options(source):
+    lowered = nvrtc_compile(source, SOURCES[source])
+    assert len(set(lowered.values())) == len(SOURCES[source])
+
+
+# ---------------------------------------------------------------------------
+# the backends
 
 
 def test_cupy_backend_error_without_cupy_or_gpu():
@@ -146,3 +179,39 @@ def test_cupy_backend_error_without_cupy_or_gpu():
     except ImportError:
         with pytest.raises(dlx.backends.BackendUnavailableError, match="needs CuPy"):
             dlx.set_backend("cupy")
+
+
+def test_cuda_emulation_backend_owns_numpy_arrays_while_current():
+    emulated = dlx.set_backend("cuda_emulation")
+    x = dlx.asarray(np.ones((2, 3), np.float32))
+    assert dlx.backends.backend_of(x) is emulated
+    assert set(emulated.kernels) >= {
+        "conv",
+        "conv_transpose",
+        "pool",
+        "rnn_sequence",
+        "lstm_sequence",
+        "gru_sequence",
+    }
+    numpy_backend = dlx.set_backend("numpy")
+    assert dlx.backends.backend_of(x) is numpy_backend
+    assert (
+        "conv" in numpy_backend.kernels
+        and numpy_backend.kernels["conv"] is not emulated.kernels["conv"]
+    )
+
+
+def test_cuda_emulation_warmup_compiles_every_source():
+    dlx.set_backend("cuda_emulation")
+    compiled = dlx.backends.warmup()
+    assert compiled == {source: len(names) for source, names in SOURCES.items()}
+
+
+def test_cuda_emulation_without_a_compiler_says_so(monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler-dlx")
+    monkeypatch.delitem(dlx.backends.registry._INSTANCES, "cuda_emulation", raising=False)
+    try:
+        with pytest.raises(dlx.backends.BackendUnavailableError, match="no-such-compiler-dlx"):
+            dlx.set_backend("cuda_emulation")
+    finally:
+        dlx.backends.registry._INSTANCES.pop("cuda_emulation", None)
