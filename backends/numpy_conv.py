@@ -142,6 +142,29 @@ def _windows(x, kernel_size, strides, dilation, out_size):
     )
 
 
+_ZERO_ROWS = {}
+
+
+def _relu_inplace(y):
+    """``maximum(y, 0)`` into ``y`` (contiguous).
+
+    NumPy's ``maximum`` against a scalar 0 runs 2-3x slower than against an
+    array of zeros (0.45 vs 0.13 ms on a 26x26x32x64 float32 output), so the
+    flat array is taken in rows of up to 1024 against a cached row of zeros.
+    """
+    flat = y.reshape(-1)
+    for width in (1024, 512, 256, 128):
+        if flat.size % width == 0:
+            zeros = _ZERO_ROWS.get((width, y.dtype))
+            if zeros is None:
+                zeros = _ZERO_ROWS[width, y.dtype] = np.zeros(width, y.dtype)
+            rows = flat.reshape(-1, width)
+            np.maximum(rows, zeros, out=rows)
+            return y
+    np.maximum(y, 0, out=y)
+    return y
+
+
 # ---------------------------------------------------------------------------
 # convolution
 
@@ -178,7 +201,7 @@ class NumpyConv:
         if b is not None:
             y += b
         if relu:
-            np.maximum(y, 0, out=y)
+            _relu_inplace(y)
         return y.reshape((n,) + out_size + (f,)), (cols if keep else None)
 
     def relu_grad(self, g, y):
