@@ -1,23 +1,26 @@
 """NumPy fast paths of the recurrent sequence ops (``lstm_sequence``, ``gru_sequence``,
-``rnn_sequence``; see ``dlx/ops/recurrent.py`` for what they compute).
+``rnn_sequence``; see ``dlx/ops/recurrent.py`` for what they compute) and of the
+time-major input projection (``sequence_projection``).
 
 Same math as the generic loops, arranged for a CPU: every step writes into
-preallocated time-major buffers with ``out=`` arguments (no temporaries). The
-LSTM keeps its gates gate-major (``(T, 4, B, u)``) so every per-step operation
-is on contiguous ``(B, u)`` blocks, gets all four gates from one
-``1 / (1 + exp(-s z))`` (``tanh x = 2 sigmoid(2x) - 1`` for the cell gate; the
-factor ``-s`` folded into the recurrent kernel and the inputs once per call),
-and computes the gate derivative factors for all steps at once before the
-reverse loop. BLAS is held to one thread inside the loops (threadpoolctl, when
-installed): the products there are too small to gain from a second thread and
-can stall for milliseconds waiting for one on a busy machine. Each kernel
-handles ``tanh``/``sigmoid`` activations in float32/float64 and returns None
-otherwise, so the generic loop runs.
+preallocated time-major buffers with ``out=`` arguments (no temporaries), and the
+large buffers are reused from call to call (``buffer_pool``: fresh ones cost a
+page fault per 4 KiB). The LSTM keeps the gates of a step in contiguous
+``(B, u)`` blocks so that each operation covers several gates in one NumPy call.
+BLAS is held to one thread inside the loops (threadpoolctl, when installed): the
+products there are too small to gain from a second thread and can stall for
+milliseconds waiting for one on a busy machine; the second core instead computes
+the recurrent-kernel gradient of finished steps on a worker thread during the
+LSTM's reverse loop. Each kernel handles ``tanh``/``sigmoid`` activations in
+float32/float64 and returns None otherwise, so the generic loop runs.
 """
+
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .blas_threads import blas_controllers, one_thread_if_small, single_threaded_product
+from .blas_threads import blas_controllers, one_thread_if_small
 from .buffer_pool import pooled
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -26,7 +29,28 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 def _loop_blas(batch, units):
     """One BLAS thread for the per-step products of a loop when they are small
     (``batch * units^2`` up to 2^20 multiply-adds per gate), else leave BLAS alone."""
-    return one_thread_if_small(batch * units * units)
+    return one_thread_if_small(batch * units * units, _SMALL_PRODUCT)
+
+
+_SMALL_PRODUCT = 1 << 20
+
+
+def _one_thread_loop(batch, units):
+    """Whether ``_loop_blas`` holds BLAS to one thread (threadpoolctl present, small products)."""
+    return bool(blas_controllers()) and batch * units * units <= _SMALL_PRODUCT
+
+
+_WORKER = {}  # process id -> the executor (a forked child starts a new one)
+
+
+def _worker():
+    """A one-thread executor for products that can run beside a recurrent loop."""
+    pid = os.getpid()
+    executor = _WORKER.get(pid)
+    if executor is None:
+        _WORKER.clear()
+        executor = _WORKER[pid] = ThreadPoolExecutor(1, thread_name_prefix="dlx-rnn")
+    return executor
 
 
 def _supported(spec, xproj, need_sigmoid=True):
@@ -68,12 +92,21 @@ class _Saved:
 
 
 class LSTMSequence:
-    """LSTM, gate-major inside: ``A (T, 4, B, u)`` holds i, f, g, o after activation.
+    """LSTM with the gates of each step in blocks of contiguous ``(B, u)`` arrays.
 
-    Gate-major blocks keep every per-step operation on contiguous ``(B, u)``
-    arrays, and split the recurrent product into four ``(B, u) @ (u, u)``
-    products, which OpenBLAS runs single-threaded (a small product split over
-    two threads of a busy 2-core machine can be ten times slower).
+    Forward: ``A (T + 1, 5, B, u)`` holds per step the blocks ``o, i, f, g,
+    c_prev`` (after activation; ``A[t + 1, 4]`` is ``c_t``). One ``tanh`` of the
+    four gate blocks gives ``g`` and, as ``sigmoid(x) = (1 + tanh(x/2)) / 2``, the
+    three sigmoid gates (contiguous, so one affine map finishes them; the 1/2
+    folded into their columns of the inputs and of ``U`` once per call), and
+    ``i*g + f*c_prev`` is one product of the adjacent pairs ``(i, f)`` and
+    ``(g, c_prev)`` and one sum.
+
+    Backward: the gate gradients of a step are written batch-major in Keras
+    gate order, ``dZ (T, B, 4u)``, so one ``(B, 4u) @ (4u, u)`` product gives
+    ``dh``, ``dZ`` is the gradient of ``xproj`` as it is, and the gradient of
+    ``U`` is ``sum_t h_{t-1}^T dZ_t``, computed in chunks of steps on a worker
+    thread while the loop goes on (the second core is otherwise idle).
     """
 
     def forward(self, spec, xproj, U, rbias, h0, c0):
@@ -86,56 +119,54 @@ class LSTMSequence:
         T, B, G = xproj.shape
         u = G // 4
         dt = xproj.dtype
-        # every gate as 1 / (1 + exp(-s z)): s = 1 for the sigmoid gates, 2 for g
-        # (tanh x = 2 sigmoid(2x) - 1); the factor -s is folded into the inputs and U once
-        scale = np.array([-1.0, -1.0, -2.0, -1.0], dt)[:, None, None]
         source = xproj[::-1] if spec.go_backwards else xproj
+        source = source.reshape(T, B, 4, u)
+        # blocks o, i, f, g; sigmoid(x) = (1 + tanh(x / 2)) / 2 with the 1/2 folded into
+        # the sigmoid gates' inputs and recurrent kernel once per call
         XP = pooled((T, 4, B, u), dt)
-        np.copyto(XP, source.reshape(T, B, 4, u).transpose(0, 2, 1, 3))
-        np.negative(XP, out=XP)  # then scale (T, 4, 1, 1): contiguous (B, u) blocks
-        XP[:, 2] *= 2.0
-        U4 = U.reshape(u, 4, u).transpose(1, 0, 2) * scale
+        np.copyto(XP[:, 1:], source[:, :, :3].transpose(0, 2, 1, 3))
+        np.copyto(XP[:, 0], source[:, :, 3])
+        XP[:, :3] *= 0.5
+        U_gates = U.reshape(u, 4, u)
+        U4 = np.empty((4, u, u), dt)
+        np.copyto(U4[1:], U_gates[:, :3].transpose(1, 0, 2))
+        np.copyto(U4[0], U_gates[:, 3])
+        U4[:3] *= 0.5
         H = pooled((T + 1, B, u), dt)
         H[0] = h0
-        C = pooled((T + 1, B, u), dt)
-        C[0] = c0
-        A = pooled((T, 4, B, u), dt)
+        A = pooled((T + 1, 5, B, u), dt)
+        A[0, 4] = c0
         TC = pooled((T, B, u), dt)
-        tmp = pooled((B, u), dt)
+        pair = np.empty((2, B, u), dt)
         keep, carry, keepf = _step_masks(spec, dt)
         rm = spec.recurrent_mask
         HD = pooled((T, B, u), dt) if rm is not None else None
-        errors = np.seterr(over="ignore")  # exp(large) = inf gives the right limit 0
-        try:
-            for t in range(T):
-                z = A[t]
-                hp = H[t]
-                if rm is not None:
-                    np.multiply(hp, rm, out=HD[t])
-                    hp = HD[t]
-                np.matmul(hp, U4, out=z)
-                z += XP[t]
-                np.exp(z, out=z)
-                z += 1.0
-                np.reciprocal(z, out=z)
-                i, f, g, o = z[0], z[1], z[2], z[3]
-                g *= 2.0
-                g -= 1.0
-                c = C[t + 1]
-                np.multiply(f, C[t], out=c)
-                np.multiply(i, g, out=tmp)
-                c += tmp
-                np.tanh(c, out=TC[t])
-                np.multiply(o, TC[t], out=H[t + 1])
-                if carry is not None:
-                    np.copyto(H[t + 1], H[t], where=carry[t])
-                    np.copyto(c, C[t], where=carry[t])
-        finally:
-            np.seterr(**errors)
+        matmul, add, tanh, multiply = np.matmul, np.add, np.tanh, np.multiply
+        for t in range(T):
+            a = A[t]
+            hp = H[t]
+            if rm is not None:
+                multiply(hp, rm, out=HD[t])
+                hp = HD[t]
+            z = a[:4]
+            matmul(hp, U4, out=z)
+            z += XP[t]
+            tanh(z, out=z)
+            s = a[:3]  # o, i, f
+            s *= 0.5
+            s += 0.5
+            multiply(a[1:3], a[3:5], out=pair)  # i*g, f*c_prev
+            c = A[t + 1, 4]
+            add(pair[0], pair[1], out=c)
+            tanh(c, out=TC[t])
+            multiply(a[0], TC[t], out=H[t + 1])
+            if carry is not None:
+                np.copyto(H[t + 1], H[t], where=carry[t])
+                np.copyto(c, a[4], where=carry[t])
         saved = _Saved()
-        saved.H, saved.HD, saved.C, saved.A, saved.TC, saved.U = H, HD, C, A, TC, U
+        saved.H, saved.HD, saved.A, saved.TC, saved.U = H, HD, A, TC, U
         saved.keep, saved.carry, saved.keepf, saved.rm = keep, carry, keepf, rm
-        outputs = (H[T], C[T])
+        outputs = (H[T], A[T, 4])
         if spec.return_sequences:
             outputs = (H[1:],) + outputs
         return outputs, saved
@@ -145,39 +176,38 @@ class LSTMSequence:
             return self._backward(spec, s, d_seq, d_h, d_c, needs)
 
     def _backward(self, spec, s, d_seq, d_h, d_c, needs):
-        A, TC, C, U = s.A, s.TC, s.C, s.U
-        T, _, B, u = A.shape
+        A, TC, U = s.A, s.TC, s.U
+        T = TC.shape[0]
+        _, _, B, u = A.shape
         dt = A.dtype
-        i, f, g, o = A[:, 0], A[:, 1], A[:, 2], A[:, 3]
-        # Q: what multiplies (dc, dc, dc, dh) to give dz, for all steps at once
+        S = A[:T, :3]  # o, i, f
+        o, f, g, c_prev = A[:T, 0], A[:T, 2], A[:T, 3], A[:T, 4]
+        # Q: what multiplies (dh, dc, dc, dc) to give the gradients of (o, i, f, g)'s
+        # pre-activations, for all steps at once
         Q = pooled((T, 4, B, u), dt)
-        np.subtract(1.0, A, out=Q)
-        Q *= A  # sigmoid'(z) = y (1 - y)
-        np.multiply(g, g, out=Q[:, 2])
-        np.subtract(1.0, Q[:, 2], out=Q[:, 2])  # tanh'(z) = 1 - y^2
-        Q[:, 0] *= g
-        Q[:, 1] *= C[:-1]
-        Q[:, 2] *= i
-        Q[:, 3] *= TC
+        np.subtract(1.0, S, out=Q[:, :3])
+        Q[:, :3] *= S  # sigmoid'(z) = y (1 - y)
+        Q[:, 0] *= TC
+        Q[:, 1] *= g
+        Q[:, 2] *= c_prev
+        np.multiply(g, g, out=Q[:, 3])
+        np.subtract(1.0, Q[:, 3], out=Q[:, 3])  # tanh'(z) = 1 - y^2
+        Q[:, 3] *= A[:T, 1]
         OT = pooled((T, B, u), dt)  # o * (1 - tanh(c)^2): dh -> dc
         np.multiply(TC, TC, out=OT)
         np.subtract(1.0, OT, out=OT)
         OT *= o
-        V = np.ascontiguousarray(U.reshape(u, 4, u).transpose(1, 2, 0))  # V[k] = U_k^T
-        dZ = pooled((T, 4, B, u), dt)
+        dZ = pooled((T, B, 4 * u), dt)  # Keras gate order i, f, c, o
+        dZ4 = dZ.reshape(T, B, 4, u)
+        UT = U.T
         dh = np.array(d_h, dtype=dt, copy=True)
         dc = np.array(d_c, dtype=dt, copy=True)
-        tmp = pooled((B, u), dt)
-        back = pooled((4, B, u), dt)
-        keep_h = pooled((B, u), dt) if s.keep is not None else None
-        keep_c = pooled((B, u), dt) if s.keep is not None else None
-        # the recurrent-kernel gradient: one product over all steps with BLAS held to one
-        # thread (threadpoolctl), else summed step by step from (u, u) products, which
-        # OpenBLAS runs single-threaded anyway (see single_threaded_product)
+        tmp = np.empty((B, u), dt)
+        keep_h = np.empty((B, u), dt) if s.keep is not None else None
+        keep_c = np.empty((B, u), dt) if s.keep is not None else None
         Hp = s.HD if s.HD is not None else s.H[:-1]
-        per_step = needs[1] and not blas_controllers()
-        dU4 = np.zeros((4, u, u), dt) if per_step else None
-        dU_step = pooled((4, u, u), dt)
+        kernel_grad = _KernelGradient(Hp, dZ, needs[1])
+        matmul, multiply = np.matmul, np.multiply
         for t in range(T - 1, -1, -1):
             if d_seq is not None:
                 dh += d_seq[t]
@@ -187,32 +217,62 @@ class LSTMSequence:
                 np.multiply(dc, 1.0 - m, out=keep_c)
                 dh *= m
                 dc *= m
-            np.multiply(dh, OT[t], out=tmp)
+            multiply(dh, OT[t], out=tmp)
             dc += tmp
-            q, dz = Q[t], dZ[t]
-            np.multiply(dc, q[0], out=dz[0])
-            np.multiply(dc, q[1], out=dz[1])
-            np.multiply(dc, q[2], out=dz[2])
-            np.multiply(dh, q[3], out=dz[3])
+            dz = dZ4[t]
+            q = Q[t]
+            multiply(dh, q[0], out=dz[:, 3])  # o
+            multiply(q[1:], dc, out=dz[:, :3].transpose(1, 0, 2))  # i, f, g
             dc *= f[t]
-            if dU4 is not None:
-                np.matmul(Hp[t].T, dz, out=dU_step)
-                dU4 += dU_step
-            np.matmul(dz, V, out=back)
-            np.add.reduce(back, axis=0, out=dh)
+            matmul(dZ[t], UT, out=dh)
             if s.rm is not None:
                 dh *= s.rm
             if keep_h is not None:
                 dh += keep_h
                 dc += keep_c
-        dx = pooled((T, B, 4 * u), dt)
-        np.copyto(dx.reshape(T, B, 4, u), dZ.transpose(0, 2, 1, 3))
-        dU = None
-        if per_step:
-            dU = np.ascontiguousarray(dU4.transpose(1, 0, 2)).reshape(u, 4 * u)
-        elif needs[1]:
-            dU = single_threaded_product(Hp.reshape(T * B, u).T, dx.reshape(T * B, 4 * u))
-        return _finish_dx(spec, dx), dU, None, dh, dc
+            kernel_grad.step_done(t)
+        dU = kernel_grad.result()
+        return _finish_dx(spec, dZ), dU, None, dh, dc
+
+
+class _KernelGradient:
+    """``sum_t Hp[t]^T @ dZ[t]`` (``Hp (T, B, u)``, ``dZ (T, B, G)``) while a reverse
+    loop fills ``dZ`` from the last step down: each chunk of steps is multiplied as
+    soon as it is filled, on the worker thread when the loop holds BLAS to one
+    thread (so the two threads use both cores), else in line."""
+
+    def __init__(self, Hp, dZ, wanted):
+        self.Hp, self.dZ, self.wanted = Hp, dZ, wanted
+        T, B, u = Hp.shape
+        self.chunk = max(2, -(-T // 6))
+        self.end = T  # the chunk being filled is [t, end)
+        self.total = np.zeros((u, dZ.shape[2]), dZ.dtype) if wanted else None
+        self.partial = np.empty_like(self.total) if wanted else None
+        self.worker = _worker() if wanted and _one_thread_loop(B, u) else None
+        self.futures = []
+
+    def step_done(self, t):
+        """The loop has filled ``dZ[t]``."""
+        if not self.wanted or (self.end - t < self.chunk and t > 0):
+            return
+        start, stop = t, self.end
+        self.end = t
+        if self.worker is None:
+            self._add(start, stop)
+        else:
+            self.futures.append(self.worker.submit(self._add, start, stop))
+
+    def _add(self, start, stop):
+        n, B, u = stop - start, self.Hp.shape[1], self.Hp.shape[2]
+        hp = self.Hp[start:stop].reshape(n * B, u)
+        np.matmul(hp.T, self.dZ[start:stop].reshape(n * B, -1), out=self.partial)
+        self.total += self.partial
+
+    def result(self):
+        """The sum (None when not wanted), after every chunk is done."""
+        for future in self.futures:
+            future.result()
+        return self.total
 
 
 class GRUSequence:
