@@ -305,6 +305,24 @@ def _check_infos(path, infos, allowed, max_bytes, what="entry"):
     return seen
 
 
+# What zipfile and zlib raise on a truncated or tampered archive: each becomes a
+# ModelFileError naming the file.
+CORRUPT_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    KeyError,
+    IndexError,
+    ValueError,
+    TypeError,
+    NotImplementedError,
+    RuntimeError,
+    OverflowError,
+    MemoryError,
+)
+
+
 def _read_entries(path, max_bytes):
     """``{entry name: bytes}`` of a validated dlx archive."""
     if not os.path.exists(path):
@@ -333,20 +351,7 @@ def _read_entries(path, max_bytes):
             return {info.filename: archive.read(info) for info in infos}
     except ModelFileError:
         raise
-    except (
-        zipfile.BadZipFile,
-        zlib.error,
-        EOFError,
-        OSError,
-        KeyError,
-        IndexError,
-        ValueError,
-        TypeError,
-        NotImplementedError,
-        RuntimeError,
-        OverflowError,
-        MemoryError,
-    ) as error:
+    except CORRUPT_ZIP_ERRORS as error:
         raise ModelFileError(
             f"{path!r}: is not a readable dlx model file (truncated or corrupted zip: {error})"
         ) from error
@@ -443,20 +448,7 @@ def _read_npz(path, entries, entry, expected_names, max_bytes):
             raw = {info.filename[:-4]: archive.read(info) for info in infos}
     except ModelFileError:
         raise
-    except (
-        zipfile.BadZipFile,
-        zlib.error,
-        EOFError,
-        OSError,
-        KeyError,
-        IndexError,
-        ValueError,
-        TypeError,
-        NotImplementedError,
-        RuntimeError,
-        OverflowError,
-        MemoryError,
-    ) as error:
+    except CORRUPT_ZIP_ERRORS as error:
         raise ModelFileError(f"{path!r}: {entry} is corrupted ({error})") from error
     return {name: _read_npy(path, f"{entry}/{name}.npy", raw[name]) for name in expected_names}
 
