@@ -42,10 +42,113 @@ def check_kernel_fits(layer, input_shape, kernel_size, strides, dilation, paddin
             )
 
 
-class BaseConv(Layer):
-    """N-D convolution; subclasses fix ``rank`` (number of spatial axes)."""
+class BaseConvLayer(Layer):
+    """What every convolution layer shares (Conv, ConvTranspose, DepthwiseConv, SeparableConv).
+
+    The spatial arguments (``kernel_size``, ``strides``, ``padding``,
+    ``data_format``, ``dilation_rate``) with their checks, ``activation``,
+    ``use_bias`` and the bias initializer/regularizer; the input checks of
+    ``build``; the common part of ``get_config``. Subclasses fix ``rank`` (number
+    of spatial axes) and ``causal`` (whether 1D layers accept ``padding="causal"``).
+    """
 
     rank = None
+    causal = True
+
+    def __init__(
+        self,
+        kernel_size,
+        strides,
+        padding,
+        data_format,
+        dilation_rate,
+        activation,
+        use_bias,
+        bias_initializer,
+        bias_regularizer,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        rank = self.rank
+        self.kernel_size = standardize_tuple(self, kernel_size, rank, "kernel_size")
+        self.strides = standardize_tuple(self, strides, rank, "strides")
+        self.dilation_rate = standardize_tuple(self, dilation_rate, rank, "dilation_rate")
+        self.padding = standardize_padding(self, padding, allow_causal=self.causal and rank == 1)
+        self.data_format = standardize_data_format(self, data_format)
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError(
+                f"{layer_label(self)}: strides > 1 cannot be combined with dilation_rate > 1 "
+                f"(got strides={self.strides}, dilation_rate={self.dilation_rate})"
+            )
+        self.activation = get_activation(activation)
+        self.use_bias = use_bias
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+
+    def check_positive_int(self, value, name):
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(
+                f"{layer_label(self)}: {name} must be a positive integer, got {value!r}"
+            )
+        return value
+
+    def input_channels(self, input_shape):
+        """The channel count of ``input_shape`` (checked: rank, channel axis known)."""
+        check_rank(self, input_shape, self.rank, self.data_format)
+        channels = input_shape[channel_axis(self.data_format)]
+        if channels is None:
+            raise ValueError(
+                f"{layer_label(self)}: the channel axis of input shape "
+                f"{tuple(input_shape)} must be known"
+            )
+        return channels
+
+    def check_fits(self, input_shape):
+        check_kernel_fits(
+            self,
+            input_shape,
+            self.kernel_size,
+            self.strides,
+            self.dilation_rate,
+            self.padding,
+            self.data_format,
+        )
+
+    def add_bias(self, size):
+        """The ``(size,)`` bias weight, or None without ``use_bias``."""
+        if not self.use_bias:
+            return None
+        return self.add_weight("bias", (size,), self.bias_initializer, self.bias_regularizer)
+
+    def set_input_spec(self, channels):
+        axis = channel_axis(self.data_format)
+        self.input_spec = InputSpec(ndim=self.rank + 2, axes={axis: channels})
+
+    @property
+    def fused_relu(self):
+        """Whether the activation is a ReLU the convolution op applies itself."""
+        return activation_name(self.activation) == "relu"
+
+    def activate(self, y, fused):
+        return y if fused else self.activation(y)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "kernel_size": list(self.kernel_size),
+            "strides": list(self.strides),
+            "padding": self.padding,
+            "data_format": self.data_format,
+            "dilation_rate": list(self.dilation_rate),
+            "activation": activation_name(self.activation),
+            "use_bias": self.use_bias,
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+        }
+
+
+class BaseConv(BaseConvLayer):
+    """N-D convolution; subclasses fix ``rank`` (number of spatial axes)."""
 
     def __init__(
         self,
@@ -64,87 +167,49 @@ class BaseConv(Layer):
         bias_regularizer=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        rank = self.rank
-        if not isinstance(filters, int) or filters <= 0:
-            raise ValueError(
-                f"{layer_label(self)}: filters must be a positive integer, got {filters!r}"
-            )
-        if not isinstance(groups, int) or groups <= 0:
-            raise ValueError(
-                f"{layer_label(self)}: groups must be a positive integer, got {groups!r}"
-            )
+        super().__init__(
+            kernel_size,
+            strides,
+            padding,
+            data_format,
+            dilation_rate,
+            activation,
+            use_bias,
+            bias_initializer,
+            bias_regularizer,
+            **kwargs,
+        )
+        self.filters = self.check_positive_int(filters, "filters")
+        self.groups = self.check_positive_int(groups, "groups")
         if filters % groups:
             raise ValueError(
                 f"{layer_label(self)}: filters ({filters}) must be divisible by groups ({groups})"
             )
-        self.filters, self.groups = filters, groups
-        self.kernel_size = standardize_tuple(self, kernel_size, rank, "kernel_size")
-        self.strides = standardize_tuple(self, strides, rank, "strides")
-        self.dilation_rate = standardize_tuple(self, dilation_rate, rank, "dilation_rate")
-        self.padding = standardize_padding(self, padding, allow_causal=rank == 1)
-        self.data_format = standardize_data_format(self, data_format)
         if self.padding == "causal" and self.data_format != "channels_last":
             raise ValueError(
                 f"{layer_label(self)}: padding='causal' needs data_format='channels_last'"
             )
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError(
-                f"{layer_label(self)}: strides > 1 cannot be combined with dilation_rate > 1 "
-                f"(got strides={self.strides}, dilation_rate={self.dilation_rate})"
-            )
-        self.activation = get_activation(activation)
-        self.use_bias = use_bias
         self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
 
     def build(self, input_shape):
-        check_rank(self, input_shape, self.rank, self.data_format)
-        axis = channel_axis(self.data_format)
-        channels = input_shape[axis]
-        if channels is None:
-            raise ValueError(
-                f"{layer_label(self)}: the channel axis of input shape "
-                f"{tuple(input_shape)} must be known"
-            )
+        channels = self.input_channels(input_shape)
         if channels % self.groups:
             raise ValueError(
                 f"{layer_label(self)}: input channels ({channels}, input shape "
                 f"{tuple(input_shape)}) must be divisible by groups ({self.groups})"
             )
-        check_kernel_fits(
-            self,
-            input_shape,
-            self.kernel_size,
-            self.strides,
-            self.dilation_rate,
-            self.padding,
-            self.data_format,
-        )
+        self.check_fits(input_shape)
         kernel_shape = self.kernel_size + (channels // self.groups, self.filters)
         self.kernel = self.add_weight(
             "kernel", kernel_shape, self.kernel_initializer, self.kernel_regularizer
         )
-        self.bias = (
-            self.add_weight("bias", (self.filters,), self.bias_initializer, self.bias_regularizer)
-            if self.use_bias
-            else None
-        )
-        self.input_spec = InputSpec(ndim=self.rank + 2, axes={axis: channels})
+        self.bias = self.add_bias(self.filters)
+        self.set_input_spec(channels)
 
     def call(self, inputs):
-        check_kernel_fits(
-            self,
-            inputs.shape,
-            self.kernel_size,
-            self.strides,
-            self.dilation_rate,
-            self.padding,
-            self.data_format,
-        )
-        relu = activation_name(self.activation) == "relu"
+        self.check_fits(inputs.shape)
+        relu = self.fused_relu
         y = ops.conv(
             inputs,
             self.kernel,
@@ -156,24 +221,15 @@ class BaseConv(Layer):
             data_format=self.data_format,
             relu=relu,
         )
-        return y if relu else self.activation(y)
+        return self.activate(y, relu)
 
     def get_config(self):
         return {
             **super().get_config(),
             "filters": self.filters,
-            "kernel_size": list(self.kernel_size),
-            "strides": list(self.strides),
-            "padding": self.padding,
-            "data_format": self.data_format,
-            "dilation_rate": list(self.dilation_rate),
             "groups": self.groups,
-            "activation": activation_name(self.activation),
-            "use_bias": self.use_bias,
             "kernel_initializer": initializers.serialize(self.kernel_initializer),
-            "bias_initializer": initializers.serialize(self.bias_initializer),
             "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
         }
 
 

@@ -11,22 +11,10 @@ bias ``(channels * depth_multiplier,)``. Computed as a grouped convolution
 """
 
 from .. import initializers, ops, regularizers
-from ..ops.activations import activation_name, get_activation
-from .conv import check_kernel_fits
-from .layer import InputSpec, Layer
-from .spatial_utils import (
-    channel_axis,
-    check_rank,
-    layer_label,
-    standardize_data_format,
-    standardize_padding,
-    standardize_tuple,
-)
+from .conv import BaseConvLayer
 
 
-class BaseDepthwiseConv(Layer):
-    rank = None
-
+class BaseDepthwiseConv(BaseConvLayer):
     def __init__(
         self,
         kernel_size,
@@ -43,49 +31,30 @@ class BaseDepthwiseConv(Layer):
         bias_regularizer=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        rank = self.rank
-        if not isinstance(depth_multiplier, int) or depth_multiplier <= 0:
-            raise ValueError(
-                f"{layer_label(self)}: depth_multiplier must be a positive integer, "
-                f"got {depth_multiplier!r}"
-            )
-        self.depth_multiplier = depth_multiplier
-        self.kernel_size = standardize_tuple(self, kernel_size, rank, "kernel_size")
-        self.strides = standardize_tuple(self, strides, rank, "strides")
-        self.dilation_rate = standardize_tuple(self, dilation_rate, rank, "dilation_rate")
-        self.padding = standardize_padding(self, padding, allow_causal=rank == 1)
-        self.data_format = standardize_data_format(self, data_format)
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError(
-                f"{layer_label(self)}: strides > 1 cannot be combined with dilation_rate > 1 "
-                f"(got strides={self.strides}, dilation_rate={self.dilation_rate})"
-            )
-        self.activation = get_activation(activation)
-        self.use_bias = use_bias
+        super().__init__(
+            kernel_size,
+            strides,
+            padding,
+            data_format,
+            dilation_rate,
+            activation,
+            use_bias,
+            bias_initializer,
+            bias_regularizer,
+            **kwargs,
+        )
+        self.depth_multiplier = self.check_positive_int(depth_multiplier, "depth_multiplier")
         self.depthwise_initializer = initializers.get(depthwise_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
         self.depthwise_regularizer = regularizers.get(depthwise_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
 
     def build(self, input_shape):
-        check_rank(self, input_shape, self.rank, self.data_format)
-        axis = channel_axis(self.data_format)
-        channels = input_shape[axis]
-        if channels is None:
-            raise ValueError(
-                f"{layer_label(self)}: the channel axis of input shape "
-                f"{tuple(input_shape)} must be known"
-            )
-        check_kernel_fits(
-            self,
-            input_shape,
-            self.kernel_size,
-            self.strides,
-            self.dilation_rate,
-            self.padding,
-            self.data_format,
-        )
+        self.build_depthwise(input_shape)
+        self.bias = self.add_bias(self.channels * self.depth_multiplier)
+
+    def build_depthwise(self, input_shape):
+        """Check the input shape and make ``depthwise_kernel`` (sets ``channels``)."""
+        channels = self.input_channels(input_shape)
+        self.check_fits(input_shape)
         self.channels = channels
         self.depthwise_kernel = self.add_weight(
             "depthwise_kernel",
@@ -93,36 +62,18 @@ class BaseDepthwiseConv(Layer):
             self.depthwise_initializer,
             self.depthwise_regularizer,
         )
-        self.bias = (
-            self.add_weight(
-                "bias",
-                (channels * self.depth_multiplier,),
-                self.bias_initializer,
-                self.bias_regularizer,
-            )
-            if self.use_bias
-            else None
-        )
-        self.input_spec = InputSpec(ndim=self.rank + 2, axes={axis: channels})
+        self.set_input_spec(channels)
 
-    def call(self, inputs):
-        check_kernel_fits(
-            self,
-            inputs.shape,
-            self.kernel_size,
-            self.strides,
-            self.dilation_rate,
-            self.padding,
-            self.data_format,
-        )
+    def depthwise(self, inputs, bias, relu):
+        """The depthwise convolution of ``inputs``: a conv with ``groups = channels``."""
+        self.check_fits(inputs.shape)
         kernel = ops.reshape(
             self.depthwise_kernel, self.kernel_size + (1, self.channels * self.depth_multiplier)
         )
-        relu = activation_name(self.activation) == "relu"
-        y = ops.conv(
+        return ops.conv(
             inputs,
             kernel,
-            self.bias,
+            bias,
             strides=self.strides,
             padding=self.padding,
             dilation_rate=self.dilation_rate,
@@ -130,23 +81,17 @@ class BaseDepthwiseConv(Layer):
             data_format=self.data_format,
             relu=relu,
         )
-        return y if relu else self.activation(y)
+
+    def call(self, inputs):
+        relu = self.fused_relu
+        return self.activate(self.depthwise(inputs, self.bias, relu), relu)
 
     def get_config(self):
         return {
             **super().get_config(),
-            "kernel_size": list(self.kernel_size),
-            "strides": list(self.strides),
-            "padding": self.padding,
             "depth_multiplier": self.depth_multiplier,
-            "data_format": self.data_format,
-            "dilation_rate": list(self.dilation_rate),
-            "activation": activation_name(self.activation),
-            "use_bias": self.use_bias,
             "depthwise_initializer": initializers.serialize(self.depthwise_initializer),
-            "bias_initializer": initializers.serialize(self.bias_initializer),
             "depthwise_regularizer": regularizers.serialize(self.depthwise_regularizer),
-            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
         }
 
 
