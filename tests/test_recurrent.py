@@ -568,10 +568,14 @@ def test_numpy_kernel_results_survive_later_calls():
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("contiguous", [True, False])
-def test_sequence_projection_matches_generic(contiguous):
+@pytest.mark.parametrize("split", [True, False], ids=["split", "blas"])
+@pytest.mark.parametrize("contiguous, x_grad", [(True, False), (True, True), (False, True)])
+def test_sequence_projection_matches_generic(contiguous, x_grad, split, monkeypatch):
+    from dlx.backends.numpy_rnn import SequenceProjection
+
     from dlx.ops.recurrent import sequence_projection
 
+    monkeypatch.setattr(SequenceProjection, "split", split)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((30, 40, 7) if contiguous else (40, 30, 7))
     if not contiguous:  # a batch-major view of a time-major array, as between stacked layers
@@ -583,9 +587,11 @@ def test_sequence_projection_matches_generic(contiguous):
         dlx.set_backend("numpy")
         dlx.backends.set_kernels_enabled(kernels)
         tensors = [dlx.Tensor(a, requires_grad=True) for a in (x, kernel, bias)]
+        tensors[0].requires_grad = x_grad
         y = sequence_projection(*tensors)
         (y * dlx.asarray(g)).sum().backward()
-        results.append([to_host(y)] + [to_host(t.grad) for t in tensors])
+        results.append([to_host(y)] + [to_host(t.grad) for t in tensors[not x_grad :]])
+    assert (tensors[0].grad is None) != x_grad
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     expected = np.einsum("btf,fg->tbg", x, kernel) + bias
