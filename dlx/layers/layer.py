@@ -14,7 +14,7 @@ import re
 
 from .. import initializers, regularizers
 from ..autograd import Tensor, Variable, as_backend_array, no_grad
-from ..backends import get_backend
+from ..backends import backend_of, get_backend
 from ..config import floatx
 
 _NAME_COUNTS = {}
@@ -108,17 +108,17 @@ class Layer:
 
     # -- calling --------------------------------------------------------------
     def __call__(self, inputs, *args, training=None, mask=None, **kwargs):
-        from .input_layer import SymbolicTensor
-
         if _is_symbolic(inputs):
-            return SymbolicTensor.from_call(self, inputs, args, kwargs, training=training, mask=mask)
+            return _symbolic_tensor_type().from_call(
+                self, inputs, args, kwargs, training=training, mask=mask
+            )
         inputs = self._to_tensors(inputs)
         if not self.built:
             self._build_from(inputs)
         self._check_inputs(inputs)
         if mask is None:
             mask = _collect_mask(inputs)
-        call_kwargs = dict(kwargs)
+        call_kwargs = kwargs  # a fresh dict of this call's own
         if self._call_takes_training:
             call_kwargs["training"] = bool(training)
         if self._call_takes_mask:
@@ -142,8 +142,8 @@ class Layer:
             tensor = inputs
         else:
             tensor = Tensor(as_backend_array(inputs))
-        backend = tensor.backend
-        dtype = tensor.dtype
+        backend = backend_of(tensor.value)
+        dtype = tensor.value.dtype
         if dtype != backend.dtype(self.dtype) and backend.xp.isdtype(dtype, "real floating"):
             cast = Tensor(backend.xp.astype(tensor.value, backend.dtype(self.dtype)))
             if tensor.requires_grad:
@@ -348,12 +348,24 @@ class Layer:
         return f"<{type(self).__name__} name={self.name!r}, built={self.built}>"
 
 
-def _is_symbolic(inputs):
-    from .input_layer import SymbolicTensor
+_SYMBOLIC_TENSOR = []  # input_layer.SymbolicTensor, imported on first use (it imports us)
 
+
+def _symbolic_tensor_type():
+    if not _SYMBOLIC_TENSOR:
+        from .input_layer import SymbolicTensor
+
+        _SYMBOLIC_TENSOR.append(SymbolicTensor)
+    return _SYMBOLIC_TENSOR[0]
+
+
+def _is_symbolic(inputs):
+    if isinstance(inputs, Tensor):  # the common case
+        return False
+    symbolic = _symbolic_tensor_type()
     if isinstance(inputs, (list, tuple)):
-        return any(isinstance(x, SymbolicTensor) for x in inputs)
-    return isinstance(inputs, SymbolicTensor)
+        return any(isinstance(x, symbolic) for x in inputs)
+    return isinstance(inputs, symbolic)
 
 
 def _flatten(outputs):

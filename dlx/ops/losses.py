@@ -4,7 +4,7 @@ The probability-space losses in :mod:`dlx.losses` are composed from clip/log ops
 as Keras computes them; these fused forms handle ``from_logits=True``.
 """
 
-from ..autograd import Function
+from ..autograd import Function, Tensor
 
 
 def _one_hot(xp, labels, classes, dtype):
@@ -50,8 +50,8 @@ class SparseSoftmaxCrossEntropy(Function):
         return self.xp.sum(loss) / self.count
 
     def backward(self, g):
-        if self.mean:
-            g = self.xp.broadcast_to(g / self.count, tuple(self.labels.shape))
+        if self.mean:  # a 0-d gradient: g[..., None] below broadcasts it over every sample
+            g = g / self.count
         return self._per_sample_backward(g)
 
     def _per_sample(self, logits, labels):
@@ -101,8 +101,6 @@ def softmax_cross_entropy(logits, targets, axis=-1):
 def sparse_softmax_cross_entropy(logits, labels, mean=False):
     """Per-sample losses ``(...)`` for logits ``(..., classes)`` and integer labels ``(...)``,
     or their mean when ``mean``."""
-    from ..autograd import Tensor
-
     if isinstance(labels, Tensor):
         labels = labels.value
     return SparseSoftmaxCrossEntropy(mean)(logits, labels)

@@ -23,10 +23,9 @@ class Adam(Optimizer):
         return lr * math.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
 
     def update_steps(self, gradients, variables, lr):
-        # one kernel call for all variables when they share a backend that has one
-        backend = variables[0].backend
-        kernel = None if self.amsgrad else backend.kernel("adam_update_many")
-        if kernel is None or any(v.backend is not backend for v in variables[1:]):
+        # one kernel call for all variables when they share a backend (an array type) that has one
+        kernel = None if self.amsgrad else variables[0].backend.kernel("adam_update_many")
+        if kernel is None or len({type(v.value) for v in variables}) != 1:
             return super().update_steps(gradients, variables, lr)
         slots = [self.slots(v) for v in variables]
         kernel([v.value for v in variables], gradients, [s["m"] for s in slots],
