@@ -167,13 +167,14 @@ KERNELS["relu_grad"] = relu_grad
 
 def sparse_softmax_cross_entropy(logits, labels):
     """Per-sample ``-log_softmax(logits)[label]`` ``(...)`` and the softmax ``(..., classes)``."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
+    flat = logits.reshape(-1, logits.shape[-1])
+    shifted = flat - np.maximum.reduce(flat, axis=1, keepdims=True)
     probabilities = np.exp(shifted)
-    sums = probabilities.sum(axis=-1, keepdims=True)
-    picked = np.take_along_axis(shifted, labels[..., None].astype(np.intp), axis=-1)
-    loss = (np.log(sums) - picked)[..., 0]
+    sums = np.add.reduce(probabilities, axis=1, keepdims=True)
+    picked = shifted[np.arange(flat.shape[0]), labels.reshape(-1)]
+    loss = np.log(sums[:, 0]) - picked
     probabilities /= sums
-    return loss, probabilities
+    return loss.reshape(labels.shape), probabilities.reshape(logits.shape)
 
 
 def sparse_softmax_cross_entropy_backward(g, probabilities, labels):

@@ -156,3 +156,28 @@ def test_amsgrad_and_other_backends_keep_the_per_variable_path(backend):
         )
         want = w0 - 0.1 * np.sqrt(0.001) / 0.1 * (0.1 * g) / (np.sqrt(0.001 * g * g) + 1e-7)
         np.testing.assert_allclose(dlx.to_numpy(v.value), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mean", [True, False])
+def test_sparse_cross_entropy_kernel_matches_generic(mean):
+    rng = np.random.default_rng(6)
+    logits = rng.standard_normal((33, 10)) * 5
+    labels = rng.integers(0, 10, 33)
+    results = []
+    for kernels in (True, False):
+        dlx.set_backend("numpy")
+        dlx.backends.set_kernels_enabled(kernels)
+        x = dlx.Tensor(logits, requires_grad=True)
+        loss = ops.sparse_softmax_cross_entropy(x, dlx.asarray(labels), mean=mean)
+        (loss if mean else loss * dlx.asarray(np.arange(33.0))).sum().backward()
+        results.append((dlx.to_numpy(loss), dlx.to_numpy(x.grad)))
+    for fast, generic in zip(*results):
+        np.testing.assert_allclose(fast, generic, rtol=1e-12, atol=1e-15)
+    # against the formula: the mean of -log_softmax at the labels, and (softmax - one_hot) / n
+    log_p = logits - logits.max(1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+    per_sample = -log_p[np.arange(33), labels]
+    np.testing.assert_allclose(results[0][0], per_sample.mean() if mean else per_sample, rtol=1e-12)
+    if mean:
+        want = (np.exp(log_p) - np.eye(10)[labels]) / 33
+        np.testing.assert_allclose(results[0][1], want, rtol=1e-10, atol=1e-15)
