@@ -276,62 +276,84 @@ class _KernelGradient:
 
 
 class GRUSequence:
-    """GRU, both ``reset_after`` variants."""
+    """GRU, both ``reset_after`` variants, with the blocks of a step contiguous.
+
+    Forward: ``A (T, 4, B, u)`` holds per step ``z, r`` (after the sigmoid, one
+    ``tanh`` for both as in the LSTM kernel), ``ih`` (``reset_after``: the
+    recurrent part of the candidate, ``hd @ U_h + b_h``; else ``r * hd``) and
+    the candidate ``hh``. Backward: ``DI (T, B, 3u)`` holds per step the
+    gradient of what multiplies ``U`` (``reset_after``: ``dz, dr, r * dah``;
+    else ``dz, dr`` and ``dah`` in the last block), so one product per step
+    gives the recurrent part of ``dh``, and the recurrent-kernel gradient of
+    finished steps is summed on the worker thread during the loop.
+    """
 
     def forward(self, spec, xproj, U, rbias, h0, c0):
-        with _loop_blas(xproj.shape[1], U.shape[0]):
-            return self._forward(spec, xproj, U, rbias, h0, c0)
-
-    def _forward(self, spec, xproj, U, rbias, h0, c0):
         if not _supported(spec, xproj):
             return None
+        with _loop_blas(xproj.shape[1], U.shape[0]):
+            return self._forward(spec, xproj, U, rbias, h0)
+
+    def _forward(self, spec, xproj, U, rbias, h0):
         T, B, G = xproj.shape
         u = G // 3
         dt = xproj.dtype
-        XP = _time_major_input(spec, xproj)
+        source = xproj[::-1] if spec.go_backwards else xproj
+        source = source.reshape(T, B, 3, u)
+        after = spec.reset_after
+        # XP: z, r inputs (plus their recurrent bias) times 1/2 for the tanh form of the
+        # sigmoid, then the candidate's input
+        XP = pooled((T, 3, B, u), dt)
+        np.copyto(XP, source.transpose(0, 2, 1, 3))
+        U3 = np.empty((3, u, u), dt)
+        np.copyto(U3, U.reshape(u, 3, u).transpose(1, 0, 2))
+        rb_h = None
+        if rbias is not None:
+            rb = rbias.reshape(3, 1, u)
+            XP[:, :2] += rb[:2]
+            rb_h = rb[2]
+        XP[:, :2] *= 0.5
+        U3[:2] *= 0.5
         H = pooled((T + 1, B, u), dt)
         H[0] = h0
-        ZR = pooled((T, B, 2 * u), dt)  # z, r after the sigmoid
-        HH = pooled((T, B, u), dt)  # candidate after tanh
-        IH = pooled((T, B, u), dt)  # reset_after: inner_h; else r * hd
-        inner = pooled((B, G if spec.reset_after else 2 * u), dt)
+        A = pooled((T, 4, B, u), dt)
         keep, carry, keepf = _step_masks(spec, dt)
         rm = spec.recurrent_mask
         HD = pooled((T, B, u), dt) if rm is not None else None
-        U_zr, U_h = U[:, : 2 * u], U[:, 2 * u :]
+        U_zr, U_h = U3[:2], U3[2]
+        matmul, tanh, multiply, subtract = np.matmul, np.tanh, np.multiply, np.subtract
         for t in range(T):
+            a = A[t]
             hp = H[t]
             if rm is not None:
-                np.multiply(hp, rm, out=HD[t])
+                multiply(hp, rm, out=HD[t])
                 hp = HD[t]
-            x = XP[t]
-            zr = ZR[t]
-            if spec.reset_after:
-                np.matmul(hp, U, out=inner)
-                if rbias is not None:
-                    inner += rbias
-                np.add(x[:, : 2 * u], inner[:, : 2 * u], out=zr)
-                _sigmoid(zr)
-                np.copyto(IH[t], inner[:, 2 * u :])
-                np.multiply(zr[:, u:], IH[t], out=HH[t])
+            zr, ih, hh = a[:2], a[2], a[3]
+            if after:
+                matmul(hp, U3, out=a[:3])
+                if rb_h is not None:
+                    ih += rb_h
             else:
-                np.matmul(hp, U_zr, out=inner)
-                np.add(x[:, : 2 * u], inner, out=zr)
-                _sigmoid(zr)
-                np.multiply(zr[:, u:], hp, out=IH[t])
-                np.matmul(IH[t], U_h, out=HH[t])
-            hh = HH[t]
-            hh += x[:, 2 * u :]
-            np.tanh(hh, out=hh)
-            # h = hh + z * (h_prev - hh)
-            h = H[t + 1]
-            np.subtract(H[t], hh, out=h)
-            h *= zr[:, :u]
+                matmul(hp, U_zr, out=zr)
+            zr += XP[t, :2]
+            tanh(zr, out=zr)
+            zr *= 0.5
+            zr += 0.5
+            if after:
+                multiply(a[1], ih, out=hh)
+            else:
+                multiply(a[1], hp, out=ih)
+                matmul(ih, U_h, out=hh)
+            hh += XP[t, 2]
+            tanh(hh, out=hh)
+            h = H[t + 1]  # hh + z * (h_prev - hh)
+            subtract(H[t], hh, out=h)
+            h *= a[0]
             h += hh
             if carry is not None:
                 np.copyto(h, H[t], where=carry[t])
         s = _Saved()
-        s.H, s.HD, s.A, s.TC, s.U, s.extra = H, HD, ZR, HH, U, IH
+        s.H, s.HD, s.A, s.U = H, HD, A, U
         s.keep, s.carry, s.keepf, s.rm = keep, carry, keepf, rm
         outputs = (H[T],)
         if spec.return_sequences:
@@ -343,73 +365,86 @@ class GRUSequence:
             return self._backward(spec, s, d_seq, d_h, d_c, needs)
 
     def _backward(self, spec, s, d_seq, d_h, d_c, needs):
-        ZR, HH, IH, H, U = s.A, s.TC, s.extra, s.H, s.U
-        T, B, u2 = ZR.shape
-        u = u2 // 2
-        dt = ZR.dtype
-        z, r = ZR[:, :, :u], ZR[:, :, u:]
-        # for all steps: dz factor (h_prev - hh) z (1 - z), dah factor (1 - z)(1 - hh^2)
-        FZ = np.subtract(H[:-1], HH, out=pooled(HH.shape, dt))
+        A, H, U = s.A, s.H, s.U
+        T, _, B, u = A.shape
+        dt = A.dtype
+        after = spec.reset_after
+        z, r, ih, hh = A[:, 0], A[:, 1], A[:, 2], A[:, 3]
+        Hp = s.HD if s.HD is not None else H[:-1]
+        # for all steps: FZ = (h_prev - hh) z (1 - z), FH = (1 - z)(1 - hh^2),
+        # FR = r (1 - r) times what r multiplies (ih; hd without reset_after)
+        F = pooled((T, 3, B, u), dt)
+        FZ, FH, FR = F[:, 0], F[:, 1], F[:, 2]
+        np.subtract(H[:-1], hh, out=FZ)
         FZ *= z
-        FZ *= 1.0 - z
-        FH = np.multiply(HH, HH, out=pooled(HH.shape, dt))
-        np.subtract(1.0, FH, out=FH)
-        FH *= 1.0 - z
-        FR = np.subtract(1.0, r, out=pooled(HH.shape, dt))
+        np.subtract(1.0, z, out=FH)
+        FZ *= FH
+        np.multiply(hh, hh, out=FR)
+        np.subtract(1.0, FR, out=FR)
+        FH *= FR
+        np.subtract(1.0, r, out=FR)
         FR *= r
-        if spec.reset_after:
-            FR *= IH
-        else:
-            FR *= s.HD if s.HD is not None else H[:-1]
-        dX = pooled((T, B, 3 * u), dt)
-        dinner = pooled((T, B, 3 * u), dt) if spec.reset_after else None
+        FR *= ih if after else Hp
+        DI = pooled((T, B, 3 * u), dt)  # what multiplies U: see the class docstring
+        DI3 = DI.reshape(T, B, 3, u)
+        DAH = pooled((T, B, u), dt) if after else None
         dh = np.array(d_h, dtype=dt, copy=True)
-        keep_h = pooled((B, u), dt) if s.keep is not None else None
-        tmp = pooled((B, u), dt)
-        drh = pooled((B, u), dt)
+        keep_h = np.empty((B, u), dt) if s.keep is not None else None
+        tmp = np.empty((B, u), dt)
+        drh = np.empty((B, u), dt)
         UT, UzrT, UhT = U.T, U[:, : 2 * u].T, U[:, 2 * u :].T
+        if after:
+            grads = [_KernelGradient(Hp, DI, needs[1])]
+        else:
+            grads = [
+                _KernelGradient(Hp, DI[:, :, : 2 * u], needs[1]),
+                _KernelGradient(ih, DI[:, :, 2 * u :], needs[1]),
+            ]
+        matmul, multiply = np.matmul, np.multiply
         for t in range(T - 1, -1, -1):
             if d_seq is not None:
                 dh += d_seq[t]
             if keep_h is not None:
                 m = s.keepf[t]
-                np.multiply(dh, 1.0 - m, out=keep_h)
+                multiply(dh, 1.0 - m, out=keep_h)
                 dh *= m
-            dx = dX[t]
-            np.multiply(dh, FZ[t], out=dx[:, :u])
-            np.multiply(dh, FH[t], out=dx[:, 2 * u :])
-            if spec.reset_after:
-                np.multiply(dx[:, 2 * u :], FR[t], out=dx[:, u : 2 * u])
-                di = dinner[t]
-                di[:, : 2 * u] = dx[:, : 2 * u]
-                np.multiply(dx[:, 2 * u :], r[t], out=di[:, 2 * u :])
-                dh *= z[t]
-                np.matmul(di, UT, out=tmp)
+            di = DI3[t]
+            multiply(dh, FZ[t], out=di[:, 0])
+            if after:
+                dah = DAH[t]
+                multiply(dh, FH[t], out=dah)
+                multiply(dah, FR[t], out=di[:, 1])
+                multiply(dah, r[t], out=di[:, 2])
+                matmul(DI[t], UT, out=tmp)
             else:
-                np.matmul(dx[:, 2 * u :], UhT, out=drh)
-                np.multiply(drh, FR[t], out=dx[:, u : 2 * u])
-                np.matmul(dx[:, : 2 * u], UzrT, out=tmp)
+                dah = di[:, 2]
+                multiply(dh, FH[t], out=dah)
+                matmul(dah, UhT, out=drh)
+                multiply(drh, FR[t], out=di[:, 1])
+                matmul(DI[t, :, : 2 * u], UzrT, out=tmp)
                 drh *= r[t]
                 tmp += drh
-                dh *= z[t]
             if s.rm is not None:
                 tmp *= s.rm
+            dh *= z[t]
             dh += tmp
             if keep_h is not None:
                 dh += keep_h
+            for grad in grads:
+                grad.step_done(t)
         dU = drb = None
-        Hp = s.HD if s.HD is not None else H[:-1]
-        Hp2 = Hp.reshape(T * B, u)
         if needs[1]:
-            if spec.reset_after:
-                dU = Hp2.T @ dinner.reshape(T * B, 3 * u)
-            else:
-                dU = pooled((u, 3 * u), dt)
-                dX2 = dX.reshape(T * B, 3 * u)
-                np.matmul(Hp2.T, dX2[:, : 2 * u], out=dU[:, : 2 * u])
-                np.matmul(IH.reshape(T * B, u).T, dX2[:, 2 * u :], out=dU[:, 2 * u :])
-        if needs[2] and spec.reset_after:
-            drb = dinner.reshape(T * B, 3 * u).sum(axis=0)
+            parts = [grad.result() for grad in grads]
+            dU = parts[0] if after else np.concatenate(parts, axis=1)
+        if after:  # the xproj gradient: dz, dr, dah
+            dX = pooled((T, B, 3 * u), dt)
+            dX3 = dX.reshape(T, B, 3, u)
+            np.copyto(dX3[:, :, :2], DI3[:, :, :2])
+            np.copyto(dX3[:, :, 2], DAH)
+            if needs[2]:
+                drb = np.add.reduce(DI.reshape(T * B, 3 * u), axis=0)
+        else:
+            dX = DI
         return _finish_dx(spec, dX), dU, drb, dh, None
 
 
