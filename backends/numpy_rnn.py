@@ -61,17 +61,6 @@ def _supported(spec, xproj, need_sigmoid=True):
     return spec.recurrent_activation == "sigmoid" or not need_sigmoid
 
 
-def _time_major_input(spec, xproj, scale=None):
-    """A C-contiguous copy of ``xproj`` in processing order (times ``scale``)."""
-    source = xproj[::-1] if spec.go_backwards else xproj
-    out = pooled(source.shape, xproj.dtype)
-    if scale is None:
-        np.copyto(out, source)
-    else:
-        np.multiply(source, scale, out=out)
-    return out
-
-
 def _step_masks(spec, dtype):
     """(keep (T, B, 1) bool, carry (T, B, 1) bool, keep as float) in processing order, or Nones."""
     if spec.mask is None:
@@ -449,7 +438,8 @@ class GRUSequence:
 
 
 class RNNSequence:
-    """SimpleRNN with ``tanh``."""
+    """SimpleRNN with ``tanh``: three NumPy calls per forward step, the recurrent-kernel
+    gradient summed on the worker thread during the reverse loop."""
 
     def forward(self, spec, xproj, U, rbias, h0, c0):
         with _loop_blas(xproj.shape[1], U.shape[0]):
@@ -460,13 +450,14 @@ class RNNSequence:
             return None
         T, B, u = xproj.shape
         dt = xproj.dtype
-        XP = _time_major_input(spec, xproj)
+        XP = xproj[::-1] if spec.go_backwards else xproj
         H = pooled((T + 1, B, u), dt)
         H[0] = h0
         keep, carry, keepf = _step_masks(spec, dt)
         rm = spec.recurrent_mask
         HD = pooled((T, B, u), dt) if rm is not None else None
-        A = pooled((T, B, u), dt)  # tanh outputs before masking
+        # tanh outputs before masking: the states themselves when nothing is masked
+        A = H[1:] if carry is None else pooled((T, B, u), dt)
         for t in range(T):
             hp = H[t]
             if rm is not None:
@@ -476,9 +467,7 @@ class RNNSequence:
             np.matmul(hp, U, out=a)
             a += XP[t]
             np.tanh(a, out=a)
-            if carry is None:
-                H[t + 1] = a
-            else:
+            if carry is not None:
                 np.copyto(H[t + 1], a)
                 np.copyto(H[t + 1], H[t], where=carry[t])
         s = _Saved()
@@ -503,6 +492,8 @@ class RNNSequence:
         dh = np.array(d_h, dtype=dt, copy=True)
         keep_h = pooled((B, u), dt) if s.keep is not None else None
         UT = U.T
+        Hp = s.HD if s.HD is not None else s.H[:-1]
+        kernel_grad = _KernelGradient(Hp, dA, needs[1])
         for t in range(T - 1, -1, -1):
             if d_seq is not None:
                 dh += d_seq[t]
@@ -516,21 +507,8 @@ class RNNSequence:
                 dh *= s.rm
             if keep_h is not None:
                 dh += keep_h
-        dU = None
-        if needs[1]:
-            Hp = s.HD if s.HD is not None else s.H[:-1]
-            dU = Hp.reshape(T * B, u).T @ dA.reshape(T * B, u)
-        return _finish_dx(spec, dA), dU, None, dh, None
-
-
-def _sigmoid(x):
-    """In place: ``x = 1 / (1 + exp(-x))`` (float32 exp is faster than tanh here)."""
-    np.negative(x, out=x)
-    errors = np.seterr(over="ignore")  # exp(large) = inf gives the right limit 0
-    np.exp(x, out=x)
-    np.seterr(**errors)
-    x += 1.0
-    np.reciprocal(x, out=x)
+            kernel_grad.step_done(t)
+        return _finish_dx(spec, dA), kernel_grad.result(), None, dh, None
 
 
 class SequenceProjection:
