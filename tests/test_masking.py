@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from helpers import to_host
+from helpers import check_layer_gradients, to_host
 
 import dlx
 from dlx import layers
@@ -64,3 +64,50 @@ def test_mask_through_bidirectional_and_time_distributed(backend):
     b = to_host(b)
     short = to_host(fwd_bwd.backward_layer(x[:1, :3]))[:, ::-1]
     np.testing.assert_allclose(b[0, :3], short[0], rtol=1e-5, atol=1e-6)
+
+
+def _nested_padded():
+    """(batch=2, outer=3, inner=4, features=2) with each inner sequence padded at its end."""
+    x = np.random.default_rng(1).standard_normal((2, 3, 4, 2))
+    lengths = np.array([[4, 2, 1], [3, 0, 4]])
+    mask = np.arange(4)[None, None, :] < lengths[..., None]
+    return x * mask[..., None], mask, lengths
+
+
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_time_distributed_passes_the_mask_to_the_wrapped_layer(backend, return_sequences):
+    """A recurrent layer over inner sequences sees their mask, folded to (batch*outer, inner)."""
+    dlx.set_floatx("float64")
+    x, mask, lengths = _nested_padded()
+    lstm = layers.LSTM(3, return_sequences=return_sequences, dtype="float64")
+    td = layers.TimeDistributed(lstm, dtype="float64")
+    out = td(dlx.Tensor(x), mask=dlx.asarray(mask))
+    out_host = to_host(out)
+    for b in range(2):
+        for t in range(3):
+            n = lengths[b, t]
+            if n == 0:
+                continue
+            alone = to_host(lstm(dlx.Tensor(x[b : b + 1, t, :n])))[0]
+            if return_sequences:  # padded steps repeat the last real output
+                np.testing.assert_allclose(out_host[b, t, :n], alone, rtol=1e-10, atol=1e-12)
+                np.testing.assert_allclose(out_host[b, t, n:], alone[-1:].repeat(4 - n, 0))
+            else:
+                np.testing.assert_allclose(out_host[b, t], alone, rtol=1e-10, atol=1e-12)
+    # the output mask: the LSTM's own (the inner mask) unfolded, or any step of it
+    expected = mask if return_sequences else mask.any(axis=-1)
+    np.testing.assert_array_equal(to_host(out.mask), expected)
+
+
+def test_time_distributed_mask_gradients(backend):
+    dlx.set_floatx("float64")
+    x, mask, _ = _nested_padded()
+    td = layers.TimeDistributed(layers.GRU(2, dtype="float64"), dtype="float64")
+    check_layer_gradients(td, x, mask=dlx.asarray(mask))
+
+
+def test_time_distributed_mask_shape_error():
+    x, mask, _ = _nested_padded()
+    td = layers.TimeDistributed(layers.LSTM(2))
+    with pytest.raises(ValueError, match=r"TimeDistributed .*mask of shape \(3, 2\).*\(2, 3\)"):
+        td(x.astype("float32"), mask=mask[:, :, 0].T)
