@@ -401,41 +401,56 @@ def _max_blocks_backward(g, saved, x_shape, pool_size, relu):
     """Max-pool gradient for windows that tile the input (``strides == pool_size``, no padding).
 
     ``hit[k]`` (contiguous, one per window offset ``k``) marks the windows whose
-    maximum sits at offset ``k``, first offset (row-major) only when several tie;
-    the gradient at offset ``k`` of every window is then ``g * hit[k]``, and cells
-    past the last whole window get 0.
+    maximum sits at offset ``k``; the gradient at offset ``k`` of every window
+    is then ``g * hit[k]``, and cells past the last whole window get 0. Where a
+    window holds its maximum more than once, all but the first (row-major) hit
+    are cleared -- only when counting the hits shows such a window exists.
+
+    ``relu``: the input came out of a ReLU (``x >= 0``), and the gradient also
+    passes it: windows whose maximum is 0 get nothing. They are compared with
+    -1 instead of their maximum (no hit at all), so neither their ties nor a
+    mask of ``g`` cost anything.
     """
     x, y = saved
     out_size = g.shape[1:-1]
     offsets = _offsets(pool_size)
-    hit = pooled((len(offsets),) + g.shape, bool)
-    taken = pooled(g.shape, bool) if len(offsets) > 2 else None
-    windows = []
-    for k, offset in enumerate(offsets):
-        window = _window(offset, pool_size, (1,) * len(offset), out_size)
-        windows.append(window)
-        np.equal(x[window], y, out=hit[k])
-        if k == 0:
-            continue
-        # hit[k] & ~taken, taken: the windows whose first maximum came earlier
-        np.greater(hit[k], taken if k > 1 else hit[0], out=hit[k])
-        if k == 1 and taken is not None:
-            np.logical_or(hit[0], hit[1], out=taken)
-        elif 1 < k < len(offsets) - 1:
-            np.logical_or(taken, hit[k], out=taken)
     if relu:
-        # y > 0 exactly where the ReLU passed the window's maximum
-        positive = pooled(g.shape, g.dtype)
-        np.greater(y, 0, out=positive)
-        g = np.multiply(g, positive, out=positive)
+        blocked = pooled(y.shape, bool)
+        np.less_equal(y, 0, out=blocked)
+        windows = y.size - np.count_nonzero(blocked)
+        reference = pooled(y.shape, y.dtype)
+        np.subtract(y, blocked, out=reference)  # y where y > 0, else y - 1 = -1
+    else:
+        reference, windows = y, y.size
+    if np.isnan(y).any():
+        windows = None  # a NaN window has no hit: the count could not show a tie elsewhere
+    hit = pooled((len(offsets),) + g.shape, bool)
+    cells = []
+    for k, offset in enumerate(offsets):
+        cells.append(_window(offset, pool_size, (1,) * len(offset), out_size))
+        np.equal(x[cells[-1]], reference, out=hit[k])
+    if len(offsets) > 1 and np.count_nonzero(hit) != windows:
+        _first_hits(hit)
     gx = pooled(x_shape, g.dtype)
-    for k, window in enumerate(windows):
-        np.multiply(g, hit[k], out=gx[window])
+    for k, cell in enumerate(cells):
+        np.multiply(g, hit[k], out=gx[cell])
     covered = tuple(o * k for o, k in zip(out_size, pool_size))
     for axis, n in enumerate(covered):
         if n < x_shape[1 + axis]:
             gx[(slice(None),) * (1 + axis) + (slice(n, None),)] = 0
     return gx
+
+
+def _first_hits(hit):
+    """Clear ``hit[k]`` (in place) wherever an earlier ``hit[j]``, ``j < k``, is set."""
+    taken = pooled(hit.shape[1:], bool) if len(hit) > 2 else None
+    for k in range(1, len(hit)):
+        # hit[k] & ~taken, taken: the windows whose first maximum came earlier
+        np.greater(hit[k], taken if k > 1 else hit[0], out=hit[k])
+        if k == 1 and taken is not None:
+            np.logical_or(hit[0], hit[1], out=taken)
+        elif 1 < k < len(hit) - 1:
+            np.logical_or(taken, hit[k], out=taken)
 
 
 def _counts(x_shape, pool_size, strides, pads, dtype):

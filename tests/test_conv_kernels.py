@@ -217,3 +217,20 @@ def test_retained_grad_of_a_relu_conv_output_is_the_unmasked_gradient():
                     a, bb = divmod(first[n, c], 2)
                     expected[n, 2 * i + a, 2 * j + bb, c] = 1
     np.testing.assert_array_equal(dlx.to_numpy(h.grad), expected)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_max_pool_kernel_with_a_nan_window_and_ties_matches_generic(relu):
+    """A NaN window has no maximum to hit; it must not hide a tie in another window."""
+    x = np.abs(np.random.default_rng(8).standard_normal((2, 4, 4, 3)))
+    x[0, 0, 0, 0] = np.nan  # window (0, 0) of channel 0: no hit
+    x[1, 2:4, 2:4, 1] = 2.5  # a window of four equal maxima
+    if relu:
+        w = np.eye(3).reshape(1, 1, 3, 3)
+
+        def fn(x, w):
+            return ops.max_pool(ops.conv(x, w, relu=True), (2, 2))
+
+        _compare(fn, [x, w], rtol=1e-12, atol=0)
+    else:
+        _compare(lambda x: ops.max_pool(x, (2, 2)), [x], rtol=1e-12, atol=0)
