@@ -6,6 +6,7 @@ steps of training is dominated by allocating and first-touching temporaries.
 """
 
 import concurrent.futures
+import itertools
 import os
 import threading
 
@@ -74,10 +75,10 @@ def adam_update_many(weights, grads, ms, vs, alpha, beta_1, beta_2, epsilon):
     """:func:`adam_update` on every ``(w, g, m, v)`` of the lists, in one go.
 
     The update is elementwise, so the elements of all variables are laid end to
-    end (as flat views) and cut into one equal share per BLAS thread; the shares
-    run at once on a small thread pool (NumPy releases the GIL inside ufunc
-    loops). Every element gets the same arithmetic however the work is cut, so
-    results are bit-identical to the one-thread path.
+    end (as flat views), cut into equal pieces and shared among as many threads
+    as the BLAS uses (NumPy releases the GIL inside ufunc loops). Every element
+    gets the same arithmetic however the work is cut, so results are
+    bit-identical to the one-thread path.
     """
     total = sum(w.size for w in weights)
     workers = min(worker_threads(), total // MIN_ELEMENTS_PER_THREAD)
@@ -92,12 +93,57 @@ def adam_update_many(weights, grads, ms, vs, alpha, beta_1, beta_2, epsilon):
             continue
         segments.append((w.reshape(-1), np.reshape(g, -1), m.reshape(-1), v.reshape(-1)))
         total += w.size
-    shares = _shares(segments, total, workers) or [[]]
     args = (alpha, beta_1, beta_2, epsilon)
-    pending = [thread_pool().submit(_adam_share, share, args) for share in shares[1:]]
-    _adam_share(shares[0], args)
-    for future in pending:
-        future.result()
+    # two pieces per thread, so that one thread can take over from another the OS runs late
+    pieces = _shares(segments, total, 2 * workers)
+    run_shared(lambda piece: _adam_share(piece, args), pieces, helpers=workers - 1)
+
+
+def run_shared(task, pieces, helpers):
+    """``task(piece)`` for every piece, on this thread and up to ``helpers`` pool threads.
+
+    Threads claim pieces one at a time, so a helper that the OS starts late (a
+    busy machine) costs nothing: this thread carries on with the pieces left.
+    Returns once every piece is done; re-raises the first exception of a task.
+    """
+    if helpers <= 0 or len(pieces) <= 1:
+        for piece in pieces:
+            task(piece)
+        return
+    work = _SharedWork(task, pieces)
+    pool = thread_pool()
+    for _ in range(min(helpers, len(pieces) - 1)):
+        pool.submit(work.run)
+    work.run()
+    work.wait()
+
+
+class _SharedWork:
+    def __init__(self, task, pieces):
+        self.task, self.pieces = task, pieces
+        self.claims = itertools.count()  # next() on it is atomic under the GIL
+        self.left = len(pieces)
+        self.lock = threading.Lock()
+        self.finished = threading.Event()
+        self.error = None
+
+    def run(self):
+        for i in self.claims:
+            if i >= len(self.pieces):
+                return
+            try:
+                self.task(self.pieces[i])
+            except BaseException as error:  # handed to the waiting caller
+                self.error = self.error or error
+            with self.lock:
+                self.left -= 1
+                if not self.left:
+                    self.finished.set()
+
+    def wait(self):
+        self.finished.wait()
+        if self.error is not None:
+            raise self.error
 
 
 def _flat_view_ok(a):

@@ -95,7 +95,7 @@ def _adam_run(kernels, steps=3, **kwargs):
 def test_adam_update_many_matches_generic(threads, n):
     shares = threads(n)
     weights, slots = _adam_run(True)
-    assert len(shares) == (3 * n if n > 1 else 0)  # three steps, each cut into n shares
+    assert len(shares) == (3 * 2 * n if n > 1 else 0)  # three steps, two pieces per thread
     generic_weights, generic_slots = _adam_run(False)
     for a, b in zip(weights, generic_weights):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -127,7 +127,7 @@ def test_adam_update_many_updates_non_contiguous_weights(threads):
         m, v = 0.1 * g, 0.001 * g * g
         expected.append(w - 0.01 * m / (np.sqrt(v) + 1e-7))
     numpy_kernels.adam_update_many(ws, gs, ms, vs, 0.01, 0.9, 0.999, 1e-7)
-    assert shares == [80000, 80000]  # the contiguous weight, split; the other updated whole
+    assert shares == [40000] * 4  # the contiguous weight, split; the other updated whole
     for w, want in zip(ws, expected):
         np.testing.assert_allclose(w, want, rtol=1e-5, atol=1e-6)
 
@@ -181,3 +181,30 @@ def test_sparse_cross_entropy_kernel_matches_generic(mean):
     if mean:
         want = (np.exp(log_p) - np.eye(10)[labels]) / 33
         np.testing.assert_allclose(results[0][1], want, rtol=1e-10, atol=1e-15)
+
+
+def test_run_shared_runs_every_piece_once_and_raises_the_first_error():
+    done = []
+    numpy_kernels.run_shared(done.append, list(range(50)), helpers=3)
+    assert sorted(done) == list(range(50))
+
+    def fail_on_7(piece):
+        if piece == 7:
+            raise ValueError("piece 7")
+        done.append(piece)
+
+    done.clear()
+    with pytest.raises(ValueError, match="piece 7"):
+        numpy_kernels.run_shared(fail_on_7, list(range(20)), helpers=1)
+    assert sorted(done) == [i for i in range(20) if i != 7]  # the others still ran
+
+
+def test_run_shared_does_not_wait_for_a_helper_that_never_starts(monkeypatch):
+    class IdlePool:  # a pool whose threads the OS never gets round to running
+        def submit(self, fn, *args):
+            pass
+
+    monkeypatch.setattr(numpy_kernels, "thread_pool", lambda: IdlePool())
+    done = []
+    numpy_kernels.run_shared(done.append, list(range(8)), helpers=1)
+    assert done == list(range(8))  # this thread did every piece, in order
