@@ -169,23 +169,28 @@ class LSTMSequence:
         T = TC.shape[0]
         _, _, B, u = A.shape
         dt = A.dtype
-        S = A[:T, :3]  # o, i, f
-        o, f, g, c_prev = A[:T, 0], A[:T, 2], A[:T, 3], A[:T, 4]
         # Q: what multiplies (dh, dc, dc, dc) to give the gradients of (o, i, f, g)'s
-        # pre-activations, for all steps at once
+        # pre-activations; OT = o * (1 - tanh(c)^2): dh -> dc. Prepared for chunks of
+        # steps from the last one down, on the worker thread while the loop runs.
         Q = pooled((T, 4, B, u), dt)
-        np.subtract(1.0, S, out=Q[:, :3])
-        Q[:, :3] *= S  # sigmoid'(z) = y (1 - y)
-        Q[:, 0] *= TC
-        Q[:, 1] *= g
-        Q[:, 2] *= c_prev
-        np.multiply(g, g, out=Q[:, 3])
-        np.subtract(1.0, Q[:, 3], out=Q[:, 3])  # tanh'(z) = 1 - y^2
-        Q[:, 3] *= A[:T, 1]
-        OT = pooled((T, B, u), dt)  # o * (1 - tanh(c)^2): dh -> dc
-        np.multiply(TC, TC, out=OT)
-        np.subtract(1.0, OT, out=OT)
-        OT *= o
+        OT = pooled((T, B, u), dt)
+
+        def prepare(start, stop):
+            a, q, ot, tc = A[start:stop], Q[start:stop], OT[start:stop], TC[start:stop]
+            np.subtract(1.0, a[:, :3], out=q[:, :3])
+            q[:, :3] *= a[:, :3]  # sigmoid'(z) = y (1 - y)
+            q[:, 0] *= tc
+            q[:, 1] *= a[:, 3]
+            q[:, 2] *= a[:, 4]
+            np.multiply(a[:, 3], a[:, 3], out=q[:, 3])
+            np.subtract(1.0, q[:, 3], out=q[:, 3])  # tanh'(z) = 1 - y^2
+            q[:, 3] *= a[:, 1]
+            np.multiply(tc, tc, out=ot)
+            np.subtract(1.0, ot, out=ot)
+            ot *= a[:, 0]
+
+        ready = _prepare_ahead(T, prepare, B, u)
+        f = A[:T, 2]
         dZ = pooled((T, B, 4 * u), dt)  # Keras gate order i, f, c, o
         dZ4 = dZ.reshape(T, B, 4, u)
         UT = U.T
@@ -196,8 +201,12 @@ class LSTMSequence:
         keep_c = np.empty((B, u), dt) if s.keep is not None else None
         Hp = s.HD if s.HD is not None else s.H[:-1]
         kernel_grad = _KernelGradient(Hp, dZ, needs[1])
+        wants_state = needs[3] or needs[4]
         matmul, multiply = np.matmul, np.multiply
         for t in range(T - 1, -1, -1):
+            waiting = ready.get(t)
+            if waiting is not None:
+                waiting.result()
             if d_seq is not None:
                 dh += d_seq[t]
             if keep_h is not None:
@@ -212,6 +221,9 @@ class LSTMSequence:
             q = Q[t]
             multiply(dh, q[0], out=dz[:, 3])  # o
             multiply(q[1:], dc, out=dz[:, :3].transpose(1, 0, 2))  # i, f, g
+            if t == 0 and not wants_state:  # the first layer's zero initial state
+                kernel_grad.step_done(t)
+                return _finish_dx(spec, dZ), kernel_grad.result(), None, None, None
             dc *= f[t]
             matmul(dZ[t], UT, out=dh)
             if s.rm is not None:
@@ -222,6 +234,23 @@ class LSTMSequence:
             kernel_grad.step_done(t)
         dU = kernel_grad.result()
         return _finish_dx(spec, dZ), dU, None, dh, dc
+
+
+def _prepare_ahead(T, prepare, batch, units):
+    """Run ``prepare(start, stop)`` over all steps, in chunks from the last step down on
+    the worker thread when the loop holds BLAS to one thread (else at once, here).
+    Returns ``{t: future}``: a reverse loop waits for the future at ``t`` (the last
+    step of its chunk) before it reads that chunk."""
+    if not _one_thread_loop(batch, units):
+        prepare(0, T)
+        return {}
+    worker, ready = _worker(), {}
+    stop, size = T, 2  # a short first chunk: the loop waits for it
+    while stop > 0:
+        start = max(0, stop - size)
+        ready[stop - 1] = worker.submit(prepare, start, stop)
+        stop, size = start, max(2, -(-T // 6))
+    return ready
 
 
 class _KernelGradient:
