@@ -113,9 +113,14 @@ class LSTMSequence:
         # blocks o, i, f, g; sigmoid(x) = (1 + tanh(x / 2)) / 2 with the 1/2 folded into
         # the sigmoid gates' inputs and recurrent kernel once per call
         XP = pooled((T, 4, B, u), dt)
-        np.copyto(XP[:, 1:], source[:, :, :3].transpose(0, 2, 1, 3))
-        np.copyto(XP[:, 0], source[:, :, 3])
-        XP[:, :3] *= 0.5
+
+        def prepare(start, stop):
+            xp, src = XP[start:stop], source[start:stop]
+            np.copyto(xp[:, 1:], src[:, :, :3].transpose(0, 2, 1, 3))
+            np.copyto(xp[:, 0], src[:, :, 3])
+            xp[:, :3] *= 0.5
+
+        ready = _prepare_ahead(T, prepare, B, u, forward=True)
         U_gates = U.reshape(u, 4, u)
         U4 = np.empty((4, u, u), dt)
         np.copyto(U4[1:], U_gates[:, :3].transpose(1, 0, 2))
@@ -132,6 +137,9 @@ class LSTMSequence:
         HD = pooled((T, B, u), dt) if rm is not None else None
         matmul, add, tanh, multiply = np.matmul, np.add, np.tanh, np.multiply
         for t in range(T):
+            waiting = ready.get(t)
+            if waiting is not None:
+                waiting.result()
             a = A[t]
             hp = H[t]
             if rm is not None:
@@ -236,20 +244,22 @@ class LSTMSequence:
         return _finish_dx(spec, dZ), dU, None, dh, dc
 
 
-def _prepare_ahead(T, prepare, batch, units):
-    """Run ``prepare(start, stop)`` over all steps, in chunks from the last step down on
-    the worker thread when the loop holds BLAS to one thread (else at once, here).
-    Returns ``{t: future}``: a reverse loop waits for the future at ``t`` (the last
-    step of its chunk) before it reads that chunk."""
+def _prepare_ahead(T, prepare, batch, units, forward=False):
+    """Run ``prepare(start, stop)`` over all steps in chunks, in the order a loop will
+    read them (from the last step down unless ``forward``), on the worker thread
+    when the loop holds BLAS to one thread (else at once, here). Returns ``{t:
+    future}``: the loop waits for the future at ``t`` (its first step of a chunk)
+    before it reads that chunk."""
     if not _one_thread_loop(batch, units):
         prepare(0, T)
         return {}
     worker, ready = _worker(), {}
-    stop, size = T, 2  # a short first chunk: the loop waits for it
-    while stop > 0:
-        start = max(0, stop - size)
-        ready[stop - 1] = worker.submit(prepare, start, stop)
-        stop, size = start, max(2, -(-T // 6))
+    done, size = 0, 2  # a short first chunk: the loop waits for it
+    while done < T:
+        n = min(size, T - done)
+        start, stop = (done, done + n) if forward else (T - done - n, T - done)
+        ready[start if forward else stop - 1] = worker.submit(prepare, start, stop)
+        done, size = done + n, max(2, -(-T // 6))
     return ready
 
 
