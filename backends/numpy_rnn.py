@@ -254,12 +254,12 @@ def _prepare_ahead(T, prepare, batch, units, forward=False):
         prepare(0, T)
         return {}
     worker, ready = _worker(), {}
-    done, size = 0, 2  # a short first chunk: the loop waits for it
-    while done < T:
-        n = min(size, T - done)
-        start, stop = (done, done + n) if forward else (T - done - n, T - done)
-        ready[start if forward else stop - 1] = worker.submit(prepare, start, stop)
-        done, size = done + n, max(2, -(-T // 6))
+    # two chunks (each hand-over to the worker costs the loop 10-20 us): a short
+    # first one that the loop waits for, then the rest, ready long before it is read
+    first = min(T, 3)
+    for start, stop in ((0, first), (first, T)) if forward else ((T - first, T), (0, T - first)):
+        if stop > start:
+            ready[start if forward else stop - 1] = worker.submit(prepare, start, stop)
     return ready
 
 
@@ -272,7 +272,8 @@ class _KernelGradient:
     def __init__(self, Hp, dZ, wanted):
         self.Hp, self.dZ, self.wanted = Hp, dZ, wanted
         T, B, u = Hp.shape
-        self.chunk = max(2, -(-T // 6))
+        self.chunk = max(2, T // 2)  # halved for each next chunk: the last, short one
+        # is all the loop waits for at its end, and hand-overs stay few (log2 T)
         self.end = T  # the chunk being filled is [t, end)
         self.total = np.zeros((u, dZ.shape[2]), dZ.dtype) if wanted else None
         self.partial = np.empty_like(self.total) if wanted else None
@@ -285,6 +286,7 @@ class _KernelGradient:
             return
         start, stop = t, self.end
         self.end = t
+        self.chunk = max(2, t // 2)
         if self.worker is None:
             self._add(start, stop)
         else:
