@@ -234,3 +234,22 @@ def test_max_pool_kernel_with_a_nan_window_and_ties_matches_generic(relu):
         _compare(fn, [x, w], rtol=1e-12, atol=0)
     else:
         _compare(lambda x: ops.max_pool(x, (2, 2)), [x], rtol=1e-12, atol=0)
+
+
+def test_kept_outputs_and_gradients_are_not_reused_by_later_calls():
+    """The kernels recycle their large arrays only once nothing refers to them."""
+    dlx.set_backend("numpy")
+    dlx.backends.set_kernels_enabled(True)
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((3, 3, 2, 16)).astype(np.float32)
+    kept, copies = [], []
+    for _ in range(3):
+        x = dlx.Tensor(rng.standard_normal((8, 20, 20, 2)).astype(np.float32), requires_grad=True)
+        h = ops.conv(x, dlx.asarray(w), relu=True)
+        y = ops.max_pool(h, (2, 2))
+        y.sum().backward()
+        kept.append((dlx.to_numpy(h), dlx.to_numpy(y), x.grad))
+        copies.append(tuple(np.array(a, copy=True) for a in kept[-1]))
+    for arrays, saved in zip(kept, copies):
+        for a, b in zip(arrays, saved):
+            np.testing.assert_array_equal(a, b)
