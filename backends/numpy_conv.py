@@ -245,7 +245,9 @@ class NumpyConv:
                 np.matmul(g2, wk[0].T, out=gx.reshape(m, c))
             else:
                 gx.fill(0)
-                part = pooled((m, c), g.dtype)
+                g2, out_size = _trim_zero_border(g)
+                block = (n,) + out_size + (c,)
+                part = pooled((g2.shape[0], c), g.dtype)
                 for k, offset in enumerate(_offsets(kernel_size)):
                     np.matmul(g2, wk[k].T, out=part)
                     gx[_window(offset, strides, dilation, out_size)] += part.reshape(block)
@@ -277,6 +279,29 @@ class NumpyConv:
         a = cols.reshape(m, kp, groups, cg).transpose(2, 1, 3, 0).reshape(groups, kp * cg, m)
         b = g2.reshape(m, groups, fg).transpose(1, 0, 2)
         return (a @ b).reshape(groups, kp, cg, fg).transpose(1, 2, 0, 3).reshape(w_shape)
+
+
+def _trim_zero_border(g):
+    """``g`` ``(N, *O, F)`` without its trailing all-zero slices along each spatial axis,
+    as ``(M', F)`` rows, and the remaining ``O'``.
+
+    They contribute nothing to the input gradient; a 2x2 max pool over an odd
+    size leaves one such row and column (11x11 -> 10x10: 17% fewer rows to multiply).
+    """
+    out_size = list(g.shape[1:-1])
+    for axis in range(len(out_size)):
+        while out_size[axis] > 1:
+            last = (slice(None),) + tuple(slice(0, o) for o in out_size)
+            last = last[: 1 + axis] + (out_size[axis] - 1,) + last[2 + axis :]
+            if g[last].any():
+                break
+            out_size[axis] -= 1
+    out_size = tuple(out_size)
+    if out_size == g.shape[1:-1]:
+        return g.reshape(-1, g.shape[-1]), out_size
+    trimmed = pooled((g.shape[0],) + out_size + (g.shape[-1],), g.dtype)
+    np.copyto(trimmed, g[(slice(None),) + tuple(slice(0, o) for o in out_size)])
+    return trimmed.reshape(-1, g.shape[-1]), out_size
 
 
 class NumpyConvTranspose:
