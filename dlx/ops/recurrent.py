@@ -36,7 +36,11 @@ Kernel table: the op first asks ``backend.kernel("<cell>_sequence")`` (names
 same ``forward(spec, xproj, U, rbias, h0, c0)`` / ``backward(spec, saved,
 d_seq, d_h, d_c, needs)`` methods as the generic implementations below; its
 ``forward`` may return None for what it does not support (activation, dtype),
-and the generic loop runs instead.
+and the generic loop runs instead. ``backward`` returns ``(d_xproj, dU,
+d_rbias, d_h0, d_c0)``; an entry whose ``needs`` flag is False may be None (the
+NumPy LSTM skips the state-gradient product of the first step when the initial
+state needs none). ``backend.kernel("sequence_projection")`` (optional) is the
+input projection's: see :class:`SequenceProjection`.
 """
 
 from ..autograd import Function, Tensor
