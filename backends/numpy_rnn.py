@@ -40,11 +40,25 @@ def _one_thread_loop(batch, units):
     return bool(blas_controllers()) and batch * units * units <= _SMALL_PRODUCT
 
 
+# the worker thread takes work only from calls of at least this many multiply-adds in
+# all (a hand-over costs 10-20 us of the caller's time on an idle machine, more on a
+# busy one; small layers run everything in line)
+WORKER_MIN_WORK = 1 << 23
+
+
+def _loop_worker(steps, batch, units, width):
+    """The worker for a loop of ``steps`` ``(batch, units) @ (units, width)`` products, or
+    None: only beside a loop that holds BLAS to one thread and is large enough."""
+    if steps * batch * units * width < WORKER_MIN_WORK or not _one_thread_loop(batch, units):
+        return None
+    return _worker()
+
+
 _WORKER = {}  # process id -> the executor (a forked child starts a new one)
 
 
 def _worker():
-    """A one-thread executor for products that can run beside a recurrent loop."""
+    """A one-thread executor for work that can run beside a recurrent loop."""
     pid = os.getpid()
     executor = _WORKER.get(pid)
     if executor is None:
@@ -120,7 +134,7 @@ class LSTMSequence:
             np.copyto(xp[:, 0], src[:, :, 3])
             xp[:, :3] *= 0.5
 
-        ready = _prepare_ahead(T, prepare, B, u, forward=True)
+        ready = _prepare_ahead(_loop_worker(T, B, u, G), T, prepare, forward=True)
         U_gates = U.reshape(u, 4, u)
         U4 = np.empty((4, u, u), dt)
         np.copyto(U4[1:], U_gates[:, :3].transpose(1, 0, 2))
@@ -197,7 +211,8 @@ class LSTMSequence:
             np.subtract(1.0, ot, out=ot)
             ot *= a[:, 0]
 
-        ready = _prepare_ahead(T, prepare, B, u)
+        worker = _loop_worker(T, B, u, 4 * u)
+        ready = _prepare_ahead(worker, T, prepare)
         f = A[:T, 2]
         dZ = pooled((T, B, 4 * u), dt)  # Keras gate order i, f, c, o
         dZ4 = dZ.reshape(T, B, 4, u)
@@ -208,7 +223,7 @@ class LSTMSequence:
         keep_h = np.empty((B, u), dt) if s.keep is not None else None
         keep_c = np.empty((B, u), dt) if s.keep is not None else None
         Hp = s.HD if s.HD is not None else s.H[:-1]
-        kernel_grad = _KernelGradient(Hp, dZ, needs[1])
+        kernel_grad = _KernelGradient(Hp, dZ, needs[1], worker)
         wants_state = needs[3] or needs[4]
         matmul, multiply = np.matmul, np.multiply
         for t in range(T - 1, -1, -1):
@@ -244,16 +259,15 @@ class LSTMSequence:
         return _finish_dx(spec, dZ), dU, None, dh, dc
 
 
-def _prepare_ahead(T, prepare, batch, units, forward=False):
+def _prepare_ahead(worker, T, prepare, forward=False):
     """Run ``prepare(start, stop)`` over all steps in chunks, in the order a loop will
-    read them (from the last step down unless ``forward``), on the worker thread
-    when the loop holds BLAS to one thread (else at once, here). Returns ``{t:
-    future}``: the loop waits for the future at ``t`` (its first step of a chunk)
-    before it reads that chunk."""
-    if not _one_thread_loop(batch, units):
+    read them (from the last step down unless ``forward``), on ``worker`` (else at
+    once, here). Returns ``{t: future}``: the loop waits for the future at ``t``
+    (its first step of a chunk) before it reads that chunk."""
+    if worker is None:
         prepare(0, T)
         return {}
-    worker, ready = _worker(), {}
+    ready = {}
     # two chunks (each hand-over to the worker costs the loop 10-20 us): a short
     # first one that the loop waits for, then the rest, ready long before it is read
     first = min(T, 3)
@@ -269,7 +283,7 @@ class _KernelGradient:
     soon as it is filled, on the worker thread when the loop holds BLAS to one
     thread (so the two threads use both cores), else in line."""
 
-    def __init__(self, Hp, dZ, wanted):
+    def __init__(self, Hp, dZ, wanted, worker):
         self.Hp, self.dZ, self.wanted = Hp, dZ, wanted
         T, B, u = Hp.shape
         self.chunk = max(2, T // 2)  # halved for each next chunk: the last, short one
@@ -277,7 +291,7 @@ class _KernelGradient:
         self.end = T  # the chunk being filled is [t, end)
         self.total = np.zeros((u, dZ.shape[2]), dZ.dtype) if wanted else None
         self.partial = np.empty_like(self.total) if wanted else None
-        self.worker = _worker() if wanted and _one_thread_loop(B, u) else None
+        self.worker = worker if wanted else None
         self.futures = []
 
     def step_done(self, t):
@@ -423,12 +437,13 @@ class GRUSequence:
         tmp = np.empty((B, u), dt)
         drh = np.empty((B, u), dt)
         UT, UzrT, UhT = U.T, U[:, : 2 * u].T, U[:, 2 * u :].T
+        worker = _loop_worker(T, B, u, 3 * u)
         if after:
-            grads = [_KernelGradient(Hp, DI, needs[1])]
+            grads = [_KernelGradient(Hp, DI, needs[1], worker)]
         else:
             grads = [
-                _KernelGradient(Hp, DI[:, :, : 2 * u], needs[1]),
-                _KernelGradient(ih, DI[:, :, 2 * u :], needs[1]),
+                _KernelGradient(Hp, DI[:, :, : 2 * u], needs[1], worker),
+                _KernelGradient(ih, DI[:, :, 2 * u :], needs[1], worker),
             ]
         matmul, multiply = np.matmul, np.multiply
         for t in range(T - 1, -1, -1):
@@ -534,7 +549,7 @@ class RNNSequence:
         keep_h = pooled((B, u), dt) if s.keep is not None else None
         UT = U.T
         Hp = s.HD if s.HD is not None else s.H[:-1]
-        kernel_grad = _KernelGradient(Hp, dA, needs[1])
+        kernel_grad = _KernelGradient(Hp, dA, needs[1], _loop_worker(T, B, u, u))
         for t in range(T - 1, -1, -1):
             if d_seq is not None:
                 dh += d_seq[t]
@@ -565,6 +580,9 @@ class SequenceProjection:
 
     split = True  # False: one product on BLAS's own threads
 
+    def _split(self, multiply_adds):
+        return self.split and multiply_adds >= WORKER_MIN_WORK and bool(blas_controllers())
+
     def forward(self, x, kernel, bias):
         B, T, F = x.shape
         G = kernel.shape[1]
@@ -574,7 +592,7 @@ class SequenceProjection:
         x2 = xt.reshape(T * B, F)
         y = pooled((T, B, G), x.dtype)
         y2 = y.reshape(T * B, G)
-        if self.split and blas_controllers():
+        if self._split(T * B * F * G):
             half = (T * B) // 2
             with OneBlasThread():
                 other = _worker().submit(_affine, x2[half:], kernel, bias, y2[half:])
@@ -589,7 +607,7 @@ class SequenceProjection:
         G = kernel.shape[1]
         g2 = np.ascontiguousarray(g).reshape(T * B, G)
         dx = dk = db = None
-        if self.split and blas_controllers():
+        if self._split(T * B * F * G):
             with OneBlasThread():
                 if needs[1] and needs[0]:
                     dk_future = _worker().submit(np.matmul, x2.T, g2)

@@ -275,9 +275,14 @@ def _run_op(cell, kernels, dtype, mask=False, recurrent_dropout=False, **options
     ], is_generic
 
 
+@pytest.mark.parametrize("worker", [False, True], ids=["in-line", "worker"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("cell, options", KERNEL_CASES)
-def test_numpy_kernel_matches_generic(cell, options, dtype):
+def test_numpy_kernel_matches_generic(cell, options, dtype, worker, monkeypatch):
+    from dlx.backends import numpy_rnn
+
+    if worker:  # hand even these small loops' side work to the worker thread
+        monkeypatch.setattr(numpy_rnn, "WORKER_MIN_WORK", 0)
     fast, _ = _run_op(cell, True, dtype, **options)
     slow, _ = _run_op(cell, False, dtype, **options)
     tol = 1e-12 if dtype == "float64" else 2e-5
@@ -571,11 +576,13 @@ def test_numpy_kernel_results_survive_later_calls():
 @pytest.mark.parametrize("split", [True, False], ids=["split", "blas"])
 @pytest.mark.parametrize("contiguous, x_grad", [(True, False), (True, True), (False, True)])
 def test_sequence_projection_matches_generic(contiguous, x_grad, split, monkeypatch):
+    from dlx.backends import numpy_rnn
     from dlx.backends.numpy_rnn import SequenceProjection
 
     from dlx.ops.recurrent import sequence_projection
 
     monkeypatch.setattr(SequenceProjection, "split", split)
+    monkeypatch.setattr(numpy_rnn, "WORKER_MIN_WORK", 0)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((30, 40, 7) if contiguous else (40, 30, 7))
     if not contiguous:  # a batch-major view of a time-major array, as between stacked layers
