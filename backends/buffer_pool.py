@@ -14,6 +14,7 @@ is alive.
 The buffers come uninitialised (previous contents); callers write every element.
 """
 
+import math
 import sys
 import threading
 
@@ -39,7 +40,7 @@ def pooled(shape, dtype):
     """An uninitialised array of ``shape``/``dtype``: a free kept buffer when there is one."""
     dtype = np.dtype(dtype)
     shape = tuple(shape)
-    nbytes = dtype.itemsize * int(np.prod(shape))
+    nbytes = dtype.itemsize * math.prod(shape)
     if nbytes < MIN_BYTES:
         return np.empty(shape, dtype)
     key = (shape, dtype.str)
