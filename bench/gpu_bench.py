@@ -166,10 +166,6 @@ class LaunchCounter:
         self.backend.kernels.update(self._original)
         return False
 
-    @property
-    def total(self):
-        return sum(self.counts.values())
-
 
 # ---------------------------------------------------------------------------
 # environment
@@ -186,7 +182,6 @@ class Torch:
             self.absent = "torch not installed"
             return
         if dry_run:
-            torch.set_num_threads(1)  # a check, on a machine others share
             self.module, self.device = torch, "cpu"
             return
         if not torch.cuda.is_available():
@@ -766,19 +761,30 @@ def parse_args(argv):
 def main(argv=None):
     """Run the benchmark; returns ``{"workloads": rows, "kernels": rows, "environment": lines}``."""
     args, settings = parse_args(sys.argv[1:] if argv is None else argv)
-    with contextlib.ExitStack() as stack:
-        if args.dry_run:
-            stack.enter_context(_one_host_thread())
+    with _one_host_thread() if args.dry_run else contextlib.nullcontext():
         return _run(args, settings, argv)
 
 
+@contextlib.contextmanager
 def _one_host_thread():
-    """One BLAS thread for a dry run: tiny products on a shared machine are slower with more."""
-    try:
-        import threadpoolctl
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpoolctl.threadpool_limits(1)
+    """One BLAS and one torch thread during a dry run (tiny products on a shared machine
+    are slower with more); the previous settings are restored afterwards."""
+    with contextlib.ExitStack() as stack:
+        try:
+            import threadpoolctl
+
+            stack.enter_context(threadpoolctl.threadpool_limits(1))
+        except ImportError:
+            pass
+        try:
+            import torch
+        except ImportError:
+            torch = None
+        if torch is not None:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            stack.callback(torch.set_num_threads, threads)
+        yield
 
 
 def _run(args, settings, argv):
