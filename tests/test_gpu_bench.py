@@ -49,18 +49,26 @@ def dry_run(gpu_bench):
     before and after, RESULTS.md before)."""
     if shutil.which(os.environ.get("CXX", "g++")) is None:
         pytest.skip("the cuda_emulation backend needs g++ (or $CXX)")
-    backend = dlx.set_backend("cuda_emulation")
-    table_before = dict(backend.kernels)
-    results_before = Path(gpu_bench.RESULTS_PATH).read_bytes()
-    out = io.StringIO()
-    try:
+    with _current_backend_kept():
+        backend = dlx.set_backend("cuda_emulation")
+        table_before = dict(backend.kernels)
+        results_before = Path(gpu_bench.RESULTS_PATH).read_bytes()
+        out = io.StringIO()
         with contextlib.redirect_stdout(out):
             outcome = gpu_bench.main(["--dry-run"])
         table_after = dict(dlx.get_backend().kernels)
-    finally:
-        dlx.set_backend("numpy")
-        dlx.backends.set_kernels_enabled(True)
     return outcome, out.getvalue(), (table_before, table_after), results_before
+
+
+@contextlib.contextmanager
+def _current_backend_kept():
+    """Put the current backend and the kernel switch back afterwards (the script sets both)."""
+    previous, enabled = dlx.get_backend().name, dlx.backends.kernels_enabled()
+    try:
+        yield
+    finally:
+        dlx.set_backend(previous)
+        dlx.backends.set_kernels_enabled(enabled)
 
 
 def _expected_kernel_ops():
@@ -197,3 +205,30 @@ def test_interleaved_medians_runs_every_step_in_every_round(gpu_bench):
     times = gpu_bench.interleaved_medians(steps, repeats=12, warmup=2, rounds=3)
     assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
     assert calls == {"a": 3 * (2 + 4), "b": 3 * (2 + 4)}
+
+
+def _cupy_backend_available():
+    try:
+        with _current_backend_kept():
+            dlx.set_backend("cupy")
+    except dlx.backends.BackendUnavailableError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _cupy_backend_available(), reason="needs CuPy and a CUDA device")
+def test_small_run_on_the_gpu(gpu_bench):
+    """On a GPU machine: the real path (cupy, torch on CUDA if present), tiny and short."""
+    argv = ["--part", "kernels", "--batch-scale", "0.0625", "--repeats", "3"]
+    argv += ["--warmup", "1", "--rounds", "1"]
+    with _current_backend_kept(), contextlib.redirect_stdout(io.StringIO()):
+        outcome = gpu_bench.main(argv)
+    assert not outcome["environment"][0].startswith("dry run")
+    rows = outcome["kernels"]
+    assert [r["op"] for r in rows] == _expected_kernel_ops()
+    for row in rows:
+        assert "error" not in row, row
+        assert row["custom"] > 0 and row["generic"] > 0, row["op"]
+        assert row["diff_generic"] <= 1e-4, row["op"]  # cuBLAS may sum in another order
+        if "sequence" in row["op"]:
+            assert sum(row["launches"].values()) == 2 * STEPS, row
