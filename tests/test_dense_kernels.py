@@ -208,3 +208,16 @@ def test_run_shared_does_not_wait_for_a_helper_that_never_starts(monkeypatch):
     done = []
     numpy_kernels.run_shared(done.append, list(range(8)), helpers=1)
     assert done == list(range(8))  # this thread did every piece, in order
+
+
+def test_a_subclass_with_its_own_update_step_is_not_bypassed(threads):
+    shares = threads(2)
+
+    class SignAdam(optimizers.Adam):
+        def update_step(self, g, variable, lr):
+            variable.value -= lr * dlx.get_backend().xp.sign(g)
+
+    v = dlx.Variable(np.zeros((300, 300), np.float32))
+    SignAdam(learning_rate=0.5).apply_gradients([(dlx.asarray(np.ones((300, 300), np.float32)), v)])
+    np.testing.assert_array_equal(dlx.to_numpy(v.value), np.full((300, 300), -0.5, np.float32))
+    assert shares == []  # the fused kernel did not run

@@ -23,8 +23,10 @@ class Adam(Optimizer):
         return lr * math.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
 
     def update_steps(self, gradients, variables, lr):
-        # one kernel call for all variables when they share a backend (an array type) that has one
-        kernel = None if self.amsgrad else variables[0].backend.kernel("adam_update_many")
+        # one kernel call for all variables when they share a backend (an array type) that has
+        # one -- unless a subclass changed the per-variable rule
+        fused = not self.amsgrad and type(self).update_step is Adam.update_step
+        kernel = variables[0].backend.kernel("adam_update_many") if fused else None
         if kernel is None or len({type(v.value) for v in variables}) != 1:
             return super().update_steps(gradients, variables, lr)
         slots = [self.slots(v) for v in variables]
