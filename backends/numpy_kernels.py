@@ -3,6 +3,8 @@
 Each computes what the generic op computes, but with ``out=`` arguments and
 reused scratch buffers: on a 2-core CPU the cost of the small elementwise
 steps of training is dominated by allocating and first-touching temporaries.
+Large elementwise work (the optimizer step over all weights) is shared among as
+many threads as the BLAS uses (:func:`run_shared`).
 """
 
 import concurrent.futures
