@@ -219,6 +219,8 @@ class LSTMSequence:
         UT = U.T
         dh = np.array(d_h, dtype=dt, copy=True)
         dc = np.array(d_c, dtype=dt, copy=True)
+        gates = np.empty((4, B, u), dt)  # i, f, g, o gradients of one step
+        gates_T = gates.transpose(1, 0, 2)
         tmp = np.empty((B, u), dt)
         keep_h = np.empty((B, u), dt) if s.keep is not None else None
         keep_c = np.empty((B, u), dt) if s.keep is not None else None
@@ -240,10 +242,10 @@ class LSTMSequence:
                 dc *= m
             multiply(dh, OT[t], out=tmp)
             dc += tmp
-            dz = dZ4[t]
             q = Q[t]
-            multiply(dh, q[0], out=dz[:, 3])  # o
-            multiply(q[1:], dc, out=dz[:, :3].transpose(1, 0, 2))  # i, f, g
+            multiply(dh, q[0], out=gates[3])  # o
+            multiply(q[1:], dc, out=gates[:3])  # i, f, g
+            np.copyto(dZ4[t], gates_T)  # batch-major (one copy beats strided products)
             if t == 0 and not wants_state:  # the first layer's zero initial state
                 kernel_grad.step_done(t)
                 return _finish_dx(spec, dZ), kernel_grad.result(), None, None, None
