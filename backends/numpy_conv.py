@@ -189,8 +189,9 @@ class NumpyConv:
         m = cols.shape[0]
         y = pooled((m, f), x.dtype)
         if fold_bias:
+            # the columns keep their ones: weight_and_bias_grad gets the bias gradient from them
             np.matmul(cols, np.concatenate([w.reshape(kp, f), b.reshape(1, f)]), out=y)
-            cols, b = cols[:, :kp], None
+            b = None
         elif groups == 1:
             np.matmul(cols, w.reshape(kp * c, f), out=y)
         else:
@@ -263,22 +264,39 @@ class NumpyConv:
         return _reframe(gx, tuple((-b, -a) for b, a in pads))
 
     def weight_grad(self, x, g, geometry, w_shape, saved):
+        result = self._weight_grad(x, g, geometry, w_shape, saved)
+        return None if result is None else result[0]
+
+    def weight_and_bias_grad(self, x, g, geometry, w_shape, saved):
+        """``(weight_grad, bias_grad)``; when the forward carried the bias in a column
+        of ones, the bias gradient is one more row of the weight-gradient product."""
+        result = self._weight_grad(x, g, geometry, w_shape, saved)
+        if result is None:
+            return None
+        gw, gb = result
+        return gw, (gb if gb is not None else self.bias_grad(g))
+
+    def _weight_grad(self, x, g, geometry, w_shape, saved):
         if not _float(x, g):
             return None
         strides, dilation, pads, groups = geometry
         kernel_size = w_shape[:-2]
         cols = saved if saved is not None else _im2col(x, kernel_size, strides, dilation, pads)[0]
         f = g.shape[-1]
-        m = cols.shape[0]
+        m, width = cols.shape
         g2 = g.reshape(m, f)
         if groups == 1:
-            return (cols.T @ g2).reshape(w_shape)
+            product = cols.T @ g2
+            if width == math.prod(w_shape[:-1]):
+                return product.reshape(w_shape), None
+            return product[:-1].reshape(w_shape), product[-1]  # the last column held ones
         kp = math.prod(kernel_size)
         c = x.shape[-1]
         cg, fg = c // groups, f // groups
         a = cols.reshape(m, kp, groups, cg).transpose(2, 1, 3, 0).reshape(groups, kp * cg, m)
         b = g2.reshape(m, groups, fg).transpose(1, 0, 2)
-        return (a @ b).reshape(groups, kp, cg, fg).transpose(1, 2, 0, 3).reshape(w_shape)
+        gw = (a @ b).reshape(groups, kp, cg, fg).transpose(1, 2, 0, 3).reshape(w_shape)
+        return gw, None
 
 
 def _trim_zero_border(g):

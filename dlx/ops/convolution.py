@@ -23,9 +23,11 @@ table entries ``"conv"`` and ``"conv_transpose"``: objects with methods
 ``forward(x, w, b, geometry, relu, keep) -> (y, saved)``,
 ``input_grad(g, w, geometry, x_shape) -> gx`` and
 ``weight_grad(x, g, geometry, w_shape, saved) -> gw`` (and optionally
-``release(saved)``, ``relu_grad(g, y)``, the gradient through the fused ReLU, and
-``bias_grad(g) -> gb``, ``g`` summed over every axis but the last; ``saved`` is
-whatever the kernel's forward returned, passed back unchanged)
+``release(saved)``, ``relu_grad(g, y)``, the gradient through the fused ReLU,
+``bias_grad(g) -> gb``, ``g`` summed over every axis but the last, and
+``weight_and_bias_grad(x, g, geometry, w_shape, saved) -> (gw, gb)``, both at
+once when the bias needs a gradient; ``saved`` is whatever the kernel's forward
+returned, passed back unchanged)
 
 (for ``conv_transpose``: ``forward(x, w, geometry, out_shape)``,
 ``input_grad(g, w, geometry)``, ``weight_grad(x, g, geometry, w_shape)``), on
@@ -360,15 +362,21 @@ class Conv(Function):
             if gx is None:
                 gx = conv_input_grad(xp, g, self.w, self.geometry, self.x_shape)
             gx = _to_first(xp, gx, cf)
+        need_bias = len(need) > 2 and need[2]
         if need[1]:
             w_shape = tuple(self.w.shape)
             if kernel is not None:
                 saved = self.saved if self.kernel is kernel else None
-                gw = kernel.weight_grad(self.x, g, self.geometry, w_shape, saved)
+                both = getattr(kernel, "weight_and_bias_grad", None) if need_bias else None
+                result = both(self.x, g, self.geometry, w_shape, saved) if both else None
+                if result is not None:
+                    gw, gb = result
+                else:
+                    gw = kernel.weight_grad(self.x, g, self.geometry, w_shape, saved)
             if gw is None:
                 cols = self.saved if self.kernel is None else None
                 gw = conv_weight_grad(xp, self.x, g, self.geometry, w_shape, cols)
-        if len(need) > 2 and need[2]:
+        if need_bias and gb is None:
             gb = _bias_grad(xp, kernel, g)
         return gx, gw, gb
 
