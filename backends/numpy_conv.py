@@ -361,13 +361,15 @@ class NumpyPool:
         out_size = _out_size(xpad.shape[1:-1], pool_size, strides, ones, ((0, 0),) * rank)
         parts = [xpad[_window(o, strides, ones, out_size)] for o in _offsets(pool_size)]
         y = pooled((x.shape[0],) + out_size + (x.shape[-1],), x.dtype)
-        np.copyto(y, parts[0])
+        combine = np.maximum if kind == "max" else np.add
+        if len(parts) == 1:
+            np.copyto(y, parts[0])
+        else:
+            combine(parts[0], parts[1], out=y)  # no separate copy of the first part
+        for part in parts[2:]:
+            combine(y, part, out=y)
         if kind == "max":
-            for part in parts[1:]:
-                np.maximum(y, part, out=y)
             return y, ((x, y) if keep else None)
-        for part in parts[1:]:
-            y += part
         if any(b or a for b, a in pads):
             count = _counts(x.shape, pool_size, strides, pads, x.dtype)
         else:
