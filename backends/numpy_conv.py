@@ -359,15 +359,18 @@ class NumpyPool:
         ones = (1,) * rank
         xpad = _reframe(x, pads, -np.inf if kind == "max" else 0.0)
         out_size = _out_size(xpad.shape[1:-1], pool_size, strides, ones, ((0, 0),) * rank)
-        parts = [xpad[_window(o, strides, ones, out_size)] for o in _offsets(pool_size)]
-        y = pooled((x.shape[0],) + out_size + (x.shape[-1],), x.dtype)
         combine = np.maximum if kind == "max" else np.add
-        if len(parts) == 1:
-            np.copyto(y, parts[0])
+        if strides == pool_size and xpad is x:
+            y = _pool_tiles(x, combine, pool_size, out_size)
         else:
-            combine(parts[0], parts[1], out=y)  # no separate copy of the first part
-        for part in parts[2:]:
-            combine(y, part, out=y)
+            parts = [xpad[_window(o, strides, ones, out_size)] for o in _offsets(pool_size)]
+            y = pooled((x.shape[0],) + out_size + (x.shape[-1],), x.dtype)
+            if len(parts) == 1:
+                np.copyto(y, parts[0])
+            else:
+                combine(parts[0], parts[1], out=y)  # no separate copy of the first part
+            for part in parts[2:]:
+                combine(y, part, out=y)
         if kind == "max":
             return y, ((x, y) if keep else None)
         if any(b or a for b, a in pads):
@@ -440,6 +443,34 @@ class NumpyPool:
                 else:
                     view += np.where(hit, g, 0)
         return _reframe(gx, tuple((-b, -a) for b, a in pads))
+
+
+def _pool_tiles(x, combine, pool_size, out_size):
+    """Max (``combine=np.maximum``) or sum (``np.add``) over windows that tile ``x``
+    (``strides == pool_size``, no padding), one spatial axis after the other.
+
+    The first axis combines whole contiguous rows of ``x`` (long inner loops);
+    each later axis works on the already smaller result.
+    """
+    current = x
+    for axis, (k, o) in enumerate(zip(pool_size, out_size)):
+        before = (slice(None),) * (1 + axis)
+        if k == 1 and o == current.shape[1 + axis]:
+            continue
+        shape = current.shape[: 1 + axis] + (o,) + current.shape[2 + axis :]
+        reduced = pooled(shape, x.dtype)
+        parts = [current[before + (slice(j, o * k, k),)] for j in range(k)]
+        if k == 1:
+            np.copyto(reduced, parts[0])
+        else:
+            combine(parts[0], parts[1], out=reduced)
+        for part in parts[2:]:
+            combine(reduced, part, out=reduced)
+        current = reduced
+    if current is x:
+        current = pooled(x.shape, x.dtype)
+        np.copyto(current, x)
+    return current
 
 
 def _max_blocks_backward(g, saved, x_shape, pool_size, relu):
