@@ -9,10 +9,13 @@ page fault per 4 KiB). The LSTM keeps the gates of a step in contiguous
 ``(B, u)`` blocks so that each operation covers several gates in one NumPy call.
 BLAS is held to one thread inside the loops (threadpoolctl, when installed): the
 products there are too small to gain from a second thread and can stall for
-milliseconds waiting for one on a busy machine; the second core instead computes
-the recurrent-kernel gradient of finished steps on a worker thread during the
-LSTM's reverse loop. Each kernel handles ``tanh``/``sigmoid`` activations in
-float32/float64 and returns None otherwise, so the generic loop runs.
+milliseconds waiting for one on a busy machine. The second core works on a
+worker thread beside the loops of large layers instead: it prepares the LSTM's
+gate-major inputs and gate-derivative factors ahead of the loops, sums the
+recurrent-kernel gradient of finished steps during the reverse loops, and takes
+half of the products of ``sequence_projection``. Each loop kernel handles
+``tanh``/``sigmoid`` activations in float32/float64 and returns None otherwise,
+so the generic loop runs.
 """
 
 import os
@@ -109,7 +112,9 @@ class LSTMSequence:
     gate order, ``dZ (T, B, 4u)``, so one ``(B, 4u) @ (4u, u)`` product gives
     ``dh``, ``dZ`` is the gradient of ``xproj`` as it is, and the gradient of
     ``U`` is ``sum_t h_{t-1}^T dZ_t``, computed in chunks of steps on a worker
-    thread while the loop goes on (the second core is otherwise idle).
+    thread while the loop goes on (the second core is otherwise idle). The
+    gate-major inputs (forward) and the gate-derivative factors (backward) are
+    prepared on the worker thread too, a few steps ahead of the loop.
     """
 
     def forward(self, spec, xproj, U, rbias, h0, c0):
