@@ -37,6 +37,8 @@ import math
 
 import numpy as np
 
+from .conv_transpose_from_conv import ConvTransposeFromConv
+
 _TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _CONV_KERNELS = ("im2col", "col2im", "bias_act", "relu_mask")
 _POOL_KERNELS = ("max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward")
@@ -283,23 +285,6 @@ class CudaConv:
         return xp.reshape(xp.ascontiguousarray(gw), tuple(w_shape))
 
 
-class CudaConvTranspose:
-    """Kernel table entry ``"conv_transpose"``: the conv primitives with roles swapped."""
-
-    def __init__(self, conv):
-        self.conv = conv
-
-    def forward(self, x, w, geometry, out_shape):
-        return self.conv.input_grad(x, w, geometry, out_shape)
-
-    def input_grad(self, g, w, geometry):
-        result = self.conv.forward(g, w, None, geometry, False, False)
-        return None if result is None else result[0]
-
-    def weight_grad(self, x, g, geometry, w_shape):
-        return self.conv.weight_grad(g, x, geometry, w_shape, None)
-
-
 # ---------------------------------------------------------------------------
 # pooling
 
@@ -428,4 +413,4 @@ def conv_kernels(xp, load):
     """``{"conv", "conv_transpose", "pool"}`` kernel-table entries on ``xp`` arrays."""
     launch = _Launcher(xp, load)
     conv = CudaConv(launch)
-    return {"conv": conv, "conv_transpose": CudaConvTranspose(conv), "pool": CudaPool(launch)}
+    return {"conv": conv, "conv_transpose": ConvTransposeFromConv(conv), "pool": CudaPool(launch)}

@@ -26,6 +26,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from .blas_threads import OneBlasThread
 from .buffer_pool import pooled
+from .conv_transpose_from_conv import ConvTransposeFromConv
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -322,23 +323,6 @@ def _trim_zero_border(g):
     return trimmed.reshape(-1, g.shape[-1]), out_size
 
 
-class NumpyConvTranspose:
-    """Kernel table entry ``"conv_transpose"``: the conv primitives with roles swapped."""
-
-    def __init__(self, conv):
-        self.conv = conv
-
-    def forward(self, x, w, geometry, out_shape):
-        return self.conv.input_grad(x, w, geometry, out_shape)
-
-    def input_grad(self, g, w, geometry):
-        result = self.conv.forward(g, w, None, geometry, False, False)
-        return None if result is None else result[0]
-
-    def weight_grad(self, x, g, geometry, w_shape):
-        return self.conv.weight_grad(g, x, geometry, w_shape, None)
-
-
 # ---------------------------------------------------------------------------
 # pooling
 
@@ -543,6 +527,6 @@ def _counts(x_shape, pool_size, strides, pads, dtype):
 CONV = NumpyConv()
 CONV_KERNELS = {
     "conv": CONV,
-    "conv_transpose": NumpyConvTranspose(CONV),
+    "conv_transpose": ConvTransposeFromConv(CONV),
     "pool": NumpyPool(),
 }
