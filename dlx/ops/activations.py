@@ -26,6 +26,9 @@ class ReLU(Function):
         return self.y
 
     def backward(self, g):
+        relu_grad = self.backend.kernel("relu_grad")
+        if relu_grad is not None:
+            return relu_grad(g, self.y)
         return self.xp.where(self.y > 0, g, 0.0)
 
     def release(self):
