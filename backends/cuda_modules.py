@@ -91,10 +91,19 @@ class CupyModule:
 
 
 def _cache_dir():
+    """``$DLX_CUDA_EMULATION_CACHE``, else ``~/.cache/dlx/cuda_emulation`` when it can be
+    created, else a per-user folder in the system's temporary directory."""
     root = os.environ.get("DLX_CUDA_EMULATION_CACHE")
     if root:
         return Path(root)
-    return Path.home() / ".cache" / "dlx" / "cuda_emulation"
+    home = Path.home() / ".cache" / "dlx" / "cuda_emulation"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        if os.access(home, os.W_OK):
+            return home
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir()) / f"dlx-cuda-emulation-{os.getuid()}"
 
 
 def _emulation_wrapper(source_name, name_expressions):
