@@ -52,9 +52,8 @@ def main(argv=None):
     workloads = all_workloads()
     names = args.names or [n for n in BATCHES if n in workloads]
     try:
-        import torch
-
         import threadpoolctl
+        import torch
 
         threads = max(info["num_threads"] for info in threadpoolctl.threadpool_info()) or os.cpu_count()
         torch.set_num_threads(threads)
@@ -63,8 +62,8 @@ def main(argv=None):
         torch, torch_version, threads = None, "not installed", None
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch_version} ({threads} threads)")
-    print(f"| workload | batch | dlx ms | torch ms | dlx / torch |")
-    print(f"|---|---|---|---|---|")
+    print("| workload | batch | dlx ms | torch ms | dlx / torch |")
+    print("|---|---|---|---|---|")
     for name in names:
         dlx_builder, torch_builder = workloads[name]
         batch = BATCHES.get(name, 64)

@@ -108,7 +108,6 @@ def _sparse_labels(y_true, y_pred):
     """Integer labels of shape ``y_pred.shape[:-1]``, checked against the number of classes."""
     xp = y_pred.xp
     labels = y_true.value if isinstance(y_true, Tensor) else as_backend_array(y_true)
-    classes = y_pred.shape[-1]
     expected = tuple(y_pred.shape[:-1])
     if tuple(labels.shape) == expected + (1,):
         labels = xp.reshape(labels, expected)

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from helpers import check_gradients, check_layer_gradients
 
 import dlx
 from dlx import layers, regularizers
-from helpers import check_gradients, check_layer_gradients
 
 rng = np.random.default_rng(3)
 

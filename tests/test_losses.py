@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from helpers import check_gradients
 
 import dlx
 from dlx import losses
-from helpers import check_gradients
 
 rng = np.random.default_rng(1)
 LOGITS = rng.normal(size=(6, 4)) * 3

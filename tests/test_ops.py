@@ -5,10 +5,10 @@ import math
 
 import numpy as np
 import pytest
+from helpers import check_gradients
 
 import dlx
 from dlx import ops
-from helpers import check_gradients
 
 rng = np.random.default_rng(0)
 

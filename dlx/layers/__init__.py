@@ -34,11 +34,11 @@ from .global_pooling import (
     GlobalMaxPooling3D,
 )
 from .group_normalization import GroupNormalization
+from .gru import GRU
 from .input_layer import Input, InputLayer, SymbolicTensor
 from .layer import InputSpec, Layer
 from .layer_normalization import LayerNormalization
 from .lstm import LSTM
-from .gru import GRU
 from .masking import Masking
 from .merging import (
     Add,

@@ -19,6 +19,7 @@ from ..ops.normalization import batch_normalization, moving_average_update
 from .input_layer import in_shape_probe
 from .layer import InputSpec, Layer
 
+
 def _check_axis(layer, axis):
     items = axis if isinstance(axis, (list, tuple)) else [axis]
     if not items or not all(isinstance(a, int) and not isinstance(a, bool) for a in items):

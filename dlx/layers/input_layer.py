@@ -14,7 +14,6 @@ from ..backends import get_backend
 from ..config import floatx
 from .layer import Layer, unique_name
 
-
 _SHAPE_PROBES = [0]
 
 
