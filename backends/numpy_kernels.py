@@ -3,8 +3,8 @@
 Each computes what the generic op computes, but with ``out=`` arguments and
 reused scratch buffers: on a 2-core CPU the cost of the small elementwise
 steps of training is dominated by allocating and first-touching temporaries.
-Large elementwise work (the optimizer step over all weights) is shared among as
-many threads as the BLAS uses (:func:`run_shared`).
+Large elementwise work (the optimizer step over all weights) can be shared among
+``$DLX_KERNEL_THREADS`` threads (:func:`run_shared`; one by default).
 """
 
 import concurrent.futures
@@ -13,8 +13,6 @@ import os
 import threading
 
 import numpy as np
-
-from .blas_threads import blas_controllers
 
 KERNELS = {}
 _SCRATCH = {}
@@ -31,11 +29,22 @@ def scratch(shape, dtype, slot=0):
 
 
 def worker_threads():
-    """How many threads elementwise kernels may use: as many as NumPy's BLAS
-    (so ``threadpoolctl.threadpool_limits(1)`` holds these to one too), or the
-    CPU count when the BLAS cannot be asked."""
-    counts = [c.num_threads for c in blas_controllers()]
-    return max(counts) if counts else (os.cpu_count() or 1)
+    """How many threads elementwise kernels may use: ``$DLX_KERNEL_THREADS``, default 1.
+
+    Splitting the optimizer step over two threads halves it when measured alone,
+    but inside a training step it ran slower (mlp_train median 3.5 -> 3.3 ms,
+    cnn_train 13.3 -> 13.1 ms with one thread, 2026-12-02): after each two-thread
+    matrix product OpenBLAS keeps its second thread spinning on the other core,
+    and a kernel thread has to share that core with it. Machines with more cores
+    than BLAS threads can ask for more.
+    """
+    try:
+        return max(1, int(os.environ.get("DLX_KERNEL_THREADS", "1")))
+    except ValueError:
+        raise ValueError(
+            f"DLX_KERNEL_THREADS must be a positive integer, got "
+            f"{os.environ['DLX_KERNEL_THREADS']!r}"
+        ) from None
 
 
 def thread_pool():
