@@ -166,3 +166,22 @@ def test_sequential_shape_probe_leaves_batch_norm_statistics_alone(backend):
     model = dlx.Sequential([layers.Dense(3), bn])
     model(layers.Input((4,)), training=True)
     np.testing.assert_array_equal(bn.get_weights()[3], np.ones(3))  # moving variance untouched
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: dlx.layers.Dense(3), (2, 4)),
+        (lambda: dlx.layers.Conv2D(2, 3), (2, 5, 5, 3)),
+        (lambda: dlx.layers.LSTM(4), (2, 3, 5)),
+        (lambda: dlx.layers.BatchNormalization(), (2, 6)),
+    ],
+)
+def test_build_called_directly_marks_the_layer_built(make, shape):
+    """As in Keras: ``layer.build(shape)`` then ``layer(x)`` uses the weights build made."""
+    layer = make()
+    layer.build(shape)
+    assert layer.built and layer.build_input_shape == shape
+    weights = list(layer.weights)
+    layer(dlx.asarray(np.zeros(shape, np.float32)))
+    assert layer.weights == weights

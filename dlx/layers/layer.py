@@ -8,6 +8,7 @@ against what the layer was built for (``input_spec``), applies the activity
 regularizer and propagates masks.
 """
 
+import functools
 import inspect
 import math
 import re
@@ -81,6 +82,12 @@ class Layer:
         signature = inspect.signature(self.call).parameters
         self._call_takes_training = "training" in signature
         self._call_takes_mask = "mask" in signature
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        build = cls.__dict__.get("build")
+        if build is not None and not getattr(build, "marks_built", False):
+            cls.build = _marking_built(build)
 
     # -- to override ---------------------------------------------------------
     def build(self, input_shape):
@@ -382,6 +389,29 @@ def _collect_mask(inputs):
         masks = [getattr(x, "mask", None) for x in inputs]
         return masks if any(m is not None for m in masks) else None
     return getattr(inputs, "mask", None)
+
+
+def _marking_built(build):
+    """``build`` that also marks the layer built, as Keras does: a user may call
+    ``layer.build(shape)`` directly, and the first call must not build it again."""
+
+    @functools.wraps(build)
+    def build_and_mark(self, input_shape, *args, **kwargs):
+        result = build(self, input_shape, *args, **kwargs)
+        if self.build_input_shape is None and input_shape is not None:
+            self.build_input_shape = _plain_shape(input_shape)
+        self.built = True
+        return result
+
+    build_and_mark.marks_built = True
+    return build_and_mark
+
+
+def _plain_shape(shape):
+    """A shape given to ``build`` in the form ``_shapes`` gives (tuples; lists for several)."""
+    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple)):
+        return [_plain_shape(s) for s in shape]
+    return tuple(shape) if isinstance(shape, (list, tuple)) else shape
 
 
 def _shapes(inputs):
