@@ -603,3 +603,23 @@ def test_sequence_projection_matches_generic(contiguous, x_grad, split, monkeypa
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     expected = np.einsum("btf,fg->tbg", x, kernel) + bias
     np.testing.assert_allclose(results[0][0], expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["SimpleRNN", "LSTM", "GRU"])
+def test_building_a_sequential_model_leaves_stateful_state_alone(cell):
+    """Sequential.build runs a zero probe to find output shapes: it is not data, so a
+    stateful layer's carried state is the same as if only the real batch had run."""
+    x = np.random.default_rng(3).normal(size=(2, 3, 4)).astype(np.float32)
+
+    built_layer = getattr(dlx.layers, cell)(5, stateful=True, bias_initializer="ones")
+    built = dlx.Sequential([dlx.layers.Input(batch_shape=(2, 3, 4)), built_layer])
+    built.build((2, 3, 4))  # the probe
+    assert built_layer.states is None or not np.any(dlx.to_numpy(built_layer.states[0]))
+    built.predict(x, verbose=0)
+
+    direct_layer = getattr(dlx.layers, cell)(5, stateful=True)
+    direct_layer.build((2, 3, 4))
+    direct_layer.set_weights(built_layer.get_weights())
+    direct_layer(dlx.asarray(x))
+    for a, b in zip(built_layer.states, direct_layer.states):
+        np.testing.assert_allclose(dlx.to_numpy(a), dlx.to_numpy(b), rtol=1e-6)

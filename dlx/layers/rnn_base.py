@@ -26,6 +26,7 @@ from ..ops.recurrent import (
     recurrent_sequence,
     sequence_projection,
 )
+from .input_layer import in_shape_probe
 from .layer import InputSpec, Layer
 
 
@@ -220,6 +221,9 @@ class RNNBase(Layer):
         if initial_state is not None:
             states = initial_state if isinstance(initial_state, (list, tuple)) else [initial_state]
             states = self._check_states(list(states), batch)
+        elif self.stateful and in_shape_probe():
+            # a shape probe is not data: it starts from zeros and leaves the carried state alone
+            states = self._zero_states(batch, inputs.value)
         elif self.stateful:
             if self.states is None or self.states[0].shape[0] != batch:
                 fixed = self.batch_input_shape[0] if self.batch_input_shape is not None else None
@@ -259,7 +263,7 @@ class RNNBase(Layer):
             output, final = outs[0], list(outs)
         if self.zero_output_for_mask and mask is not None:
             output = self._zero_masked(output, mask)
-        if self.stateful:
+        if self.stateful and not in_shape_probe():
             self.states = [s.value for s in final]
         if self.return_state:
             return [output, *final]

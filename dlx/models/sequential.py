@@ -2,7 +2,7 @@
 
 from ..autograd import Tensor, as_backend_array, no_grad
 from ..backends import get_backend
-from ..layers.input_layer import InputLayer, SymbolicTensor
+from ..layers.input_layer import InputLayer, SymbolicTensor, shape_probe
 from ..layers.layer import Layer, structure_changed
 from .model import Model
 
@@ -62,7 +62,7 @@ class Sequential(Model):
         self._input_shape = input_shape
         backend = get_backend()
         concrete = tuple(1 if s is None else s for s in input_shape)
-        with no_grad():
+        with no_grad(), shape_probe():
             x = Tensor(backend.xp.zeros(concrete, dtype=backend.dtype(self.dtype), device=backend.device))
             for layer in self._layers:
                 x = layer(x, training=False)
