@@ -34,7 +34,9 @@ from pathlib import Path
 import numpy as np
 
 SOURCE_DIR = Path(__file__).resolve().parent / "cuda"
-NVRTC_OPTIONS = ("--std=c++17", f"-I{SOURCE_DIR}")
+# No -std: the sources are C++11 (tests compile them as C++14, the oldest NVRTC
+# default CuPy supports), and CuPy may add a standard option of its own.
+NVRTC_OPTIONS = (f"-I{SOURCE_DIR}",)
 
 _MODULES = {}  # (source_name, name_expressions, emulate) -> module
 _LOCK = threading.Lock()

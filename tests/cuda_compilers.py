@@ -72,7 +72,7 @@ def nvrtc():
     return _NVRTC[0]
 
 
-def nvrtc_compile(source, name_expressions, arch="sm_90"):
+def nvrtc_compile(source, name_expressions, arch="sm_90", extra_options=()):
     """Compile like ``cupy.RawModule(code, options, name_expressions)``; returns the
     lowered (mangled) name of each expression. Raises with NVRTC's log on failure."""
     lib = nvrtc()
@@ -93,7 +93,7 @@ def nvrtc_compile(source, name_expressions, arch="sm_90"):
     try:
         for name in name_expressions:
             check(lib.nvrtcAddNameExpression(program, name.encode()), f"add {name}")
-        options = [*NVRTC_OPTIONS, f"--gpu-architecture={arch}"]
+        options = [*NVRTC_OPTIONS, *extra_options, f"--gpu-architecture={arch}"]
         array = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
         status = lib.nvrtcCompileProgram(program, len(options), array)
         if status != 0:
