@@ -221,3 +221,43 @@ def test_functional_model_errors(backend):
     with pytest.raises(ValueError, match=r"3 losses.*2 outputs"):
         two.compile(optimizer="sgd", loss=["mse", "mse", "mse"])
         two.evaluate(*_data(), verbose=0)
+
+
+@dlx.register_serializable
+class ScaledSum(layers.Layer):
+    """A layer taking two tensors as separate positional arguments: ``2 a + b``."""
+
+    def call(self, a, b):
+        return a * 2.0 + b
+
+
+def test_layer_called_on_several_symbolic_positional_tensors(backend, tmp_path):
+    a, b = layers.Input((3,)), layers.Input((3,))
+    summed = ScaledSum()(a, b)
+    assert summed.shape == (None, 3)
+    model = dlx.Model([a, b], layers.Dense(2)(summed))
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    dense = model.layers[-1]
+    kernel, bias = (dlx.to_numpy(w) for w in dense.get_weights())
+    expected = (2 * x1 + x2) @ kernel + bias
+    predicted = dlx.to_numpy(model.predict([x1, x2], verbose=0))
+    np.testing.assert_allclose(predicted, expected, rtol=1e-5)
+
+    path = tmp_path / "spread.dlx"
+    model.save(path)
+    loaded = dlx.load_model(path)
+    np.testing.assert_allclose(
+        dlx.to_numpy(loaded.predict([x1, x2], verbose=0)), expected, rtol=1e-5
+    )
+
+    model.compile(optimizer="sgd", loss="mse")
+    before = model.evaluate([x1, x2], np.zeros((4, 2)), verbose=0)
+    model.fit([x1, x2], np.zeros((4, 2)), epochs=5, verbose=0)
+    assert model.evaluate([x1, x2], np.zeros((4, 2)), verbose=0) < before
+
+
+def test_symbolic_and_plain_positional_arguments_do_not_mix(backend):
+    a = layers.Input((3,))
+    with pytest.raises(TypeError, match=r"ScaledSum.*every positional argument must be one"):
+        ScaledSum()(np.ones((1, 3), np.float32), a)

@@ -36,11 +36,17 @@ def in_shape_probe():
 
 
 class Node:
-    """One call of ``layer`` on symbolic ``inputs`` (a tensor or a list of them)."""
+    """One call of ``layer`` on symbolic ``inputs`` (a tensor or a list of them).
 
-    def __init__(self, layer, inputs, call_args=(), call_kwargs=None):
+    ``spread``: the layer was called with the tensors as separate positional
+    arguments, ``layer(a, b)``; ``inputs`` is then their list, replayed as
+    ``layer(*values)``.
+    """
+
+    def __init__(self, layer, inputs, call_args=(), call_kwargs=None, spread=False):
         self.layer, self.inputs = layer, inputs
         self.call_args, self.call_kwargs = tuple(call_args), dict(call_kwargs or {})
+        self.spread = bool(spread)
 
     @property
     def input_tensors(self):
@@ -62,12 +68,14 @@ class SymbolicTensor:
         return len(self.shape)
 
     @classmethod
-    def from_call(cls, layer, inputs, args, kwargs, training=None, mask=None):
+    def from_call(cls, layer, inputs, args, kwargs, training=None, mask=None, spread=False):
         shapes = _shapes(inputs)
         if training is not None:
             kwargs = {**kwargs, "training": training}
-        output_shapes = infer_output_shape(layer, shapes, args, kwargs, dtypes=_dtypes(inputs))
-        node = Node(layer, inputs, args, kwargs)
+        output_shapes = infer_output_shape(
+            layer, shapes, args, kwargs, dtypes=_dtypes(inputs), spread=spread
+        )
+        node = Node(layer, inputs, args, kwargs, spread=spread)
         if isinstance(output_shapes, list):
             return [cls(s, layer.dtype, node, index=i) for i, s in enumerate(output_shapes)]
         return cls(output_shapes, layer.dtype, node)
@@ -123,28 +131,32 @@ def _dummy(shape, fill, dtype):
     return Tensor(backend.xp.zeros(concrete, dtype=backend.dtype(dtype), device=backend.device))
 
 
-def _run(layer, shapes, fill, args, kwargs, dtypes):
+def _run(layer, shapes, fill, args, kwargs, dtypes, spread=False):
     def make(s, d):
         if isinstance(s, list):
             return [make(si, di) for si, di in zip(s, d)]
         return _dummy(s, fill, d)
 
     with no_grad(), shape_probe():
-        outputs = layer(make(shapes, dtypes), *args, **kwargs)
+        if spread:
+            outputs = layer(*make(shapes, dtypes), **kwargs)
+        else:
+            outputs = layer(make(shapes, dtypes), *args, **kwargs)
     if isinstance(outputs, (list, tuple)):
         return [tuple(o.shape) for o in outputs]
     return tuple(outputs.shape)
 
 
-def infer_output_shape(layer, input_shapes, args=(), kwargs=None, dtypes=None):
-    """The output shape(s) of ``layer`` for ``input_shapes`` (batch axis None)."""
+def infer_output_shape(layer, input_shapes, args=(), kwargs=None, dtypes=None, spread=False):
+    """The output shape(s) of ``layer`` for ``input_shapes`` (batch axis None); with
+    ``spread`` the inputs are passed as separate positional arguments."""
     kwargs = kwargs or {}
     if dtypes is None:
         dtypes = _default_dtypes(layer, input_shapes)
-    first = _run(layer, input_shapes, 2, args, kwargs, dtypes)
+    first = _run(layer, input_shapes, 2, args, kwargs, dtypes, spread)
     if not _has_free_axis(input_shapes):
         return _batch_none(first)
-    second = _run(layer, input_shapes, 3, args, kwargs, dtypes)
+    second = _run(layer, input_shapes, 3, args, kwargs, dtypes, spread)
     return _merge(first, second)
 
 

@@ -115,6 +115,19 @@ class Layer:
 
     # -- calling --------------------------------------------------------------
     def __call__(self, inputs, *args, training=None, mask=None, **kwargs):
+        if args and any(_is_symbolic(a) for a in args):
+            # layer(a, b) on symbolic tensors: one node with the tensors spread as arguments
+            tensors = [inputs, *args]
+            symbolic = _symbolic_tensor_type()
+            if not all(isinstance(t, symbolic) for t in tensors):
+                raise TypeError(
+                    f"Layer '{self.name}' ({type(self).__name__}): called with symbolic tensors "
+                    f"as positional arguments, every positional argument must be one "
+                    f"(got {[type(t).__name__ for t in tensors]}); pass other values by keyword"
+                )
+            return symbolic.from_call(
+                self, tensors, (), kwargs, training=training, mask=mask, spread=True
+            )
         if _is_symbolic(inputs):
             return _symbolic_tensor_type().from_call(
                 self, inputs, args, kwargs, training=training, mask=mask

@@ -152,7 +152,10 @@ class Model(Trainer, Layer):
                 args = values[id(args)]
             kwargs = dict(node.call_kwargs)
             kwargs.setdefault("training", training)
-            out = node.layer(args, *node.call_args, **kwargs)
+            if node.spread:
+                out = node.layer(*args, **kwargs)
+            else:
+                out = node.layer(args, *node.call_args, **kwargs)
             outs = out if isinstance(out, (list, tuple)) else [out]
             for i, tensor in enumerate(outs):
                 values[(id(node), i)] = tensor

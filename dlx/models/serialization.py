@@ -130,18 +130,17 @@ def functional_config(model):
     layer_configs += [serialize_layer(layer) for layer in model.graph_layers]
     nodes = []
     for node in model._nodes:
-        nodes.append(
-            {
-                "layer": node.layer.name,
-                "inputs": refs(node.inputs),
-                "args": _json_safe(
-                    list(node.call_args), f"the arguments of layer '{node.layer.name}'"
-                ),
-                "kwargs": _json_safe(
-                    dict(node.call_kwargs), f"the arguments of layer '{node.layer.name}'"
-                ),
-            }
-        )
+        entry = {
+            "layer": node.layer.name,
+            "inputs": refs(node.inputs),
+            "args": _json_safe(list(node.call_args), f"the arguments of layer '{node.layer.name}'"),
+            "kwargs": _json_safe(
+                dict(node.call_kwargs), f"the arguments of layer '{node.layer.name}'"
+            ),
+        }
+        if node.spread:
+            entry["spread"] = True  # layer(a, b): the inputs are separate arguments
+        nodes.append(entry)
     nested_out = model._nested_outputs
     if isinstance(nested_out, dict):
         structure = {"dict": list(nested_out)}
@@ -215,7 +214,12 @@ def functional_from_config(cls, config, custom_objects=None):
         args, kwargs = node.get("args", []), node.get("kwargs", {})
         _expect(isinstance(args, list) and isinstance(kwargs, dict), "node args/kwargs malformed")
         _expect(all(isinstance(k, str) for k in kwargs), "node kwargs keys must be strings")
-        produced.append(layer(resolve(node.get("inputs")), *args, **kwargs))
+        if node.get("spread", False) is True:
+            tensors = resolve(node.get("inputs"))
+            _expect(isinstance(tensors, list) and not args, "spread node inputs malformed")
+            produced.append(layer(*tensors, **kwargs))
+        else:
+            produced.append(layer(resolve(node.get("inputs")), *args, **kwargs))
     outputs = [resolve(item) for item in config["outputs"]]
     structure = config.get("output_structure", "single")
     if isinstance(structure, dict):

@@ -270,7 +270,7 @@ class ExportContext:
         for node in model._nodes:
             args = [values[id(t)] for t in node.input_tensors]
             kwargs = {k: v for k, v in node.call_kwargs.items() if k != "training"}
-            if node.call_args:
+            if node.call_args or node.spread:
                 raise unsupported(
                     node.layer, "positional call arguments beyond the inputs are not supported"
                 )
