@@ -460,11 +460,12 @@ def _pool_tiles(x, combine, pool_size, out_size):
 def _max_blocks_backward(g, saved, x_shape, pool_size, relu):
     """Max-pool gradient for windows that tile the input (``strides == pool_size``, no padding).
 
-    ``hit[k]`` (contiguous, one per window offset ``k``) marks the windows whose
-    maximum sits at offset ``k``; the gradient at offset ``k`` of every window
-    is then ``g * hit[k]``, and cells past the last whole window get 0. Where a
-    window holds its maximum more than once, all but the first (row-major) hit
-    are cleared -- only when counting the hits shows such a window exists.
+    The covered part of ``x`` is viewed as ``(N, o1, k1, o2, k2, ..., C)``, so one
+    broadcast comparison with the window maxima marks every hit in ``x``'s own
+    layout, and one broadcast product writes the gradient; cells past the last
+    whole window get 0. Where a window holds its maximum more than once, all but
+    the first (row-major) hit are cleared -- only when counting the hits shows
+    such a window exists.
 
     ``relu``: the input came out of a ReLU (``x >= 0``), and the gradient also
     passes it: windows whose maximum is 0 get nothing. They are compared with
@@ -473,7 +474,6 @@ def _max_blocks_backward(g, saved, x_shape, pool_size, relu):
     """
     x, y = saved
     out_size = g.shape[1:-1]
-    offsets = _offsets(pool_size)
     if relu:
         blocked = pooled(y.shape, bool)
         np.less_equal(y, 0, out=blocked)
@@ -484,26 +484,42 @@ def _max_blocks_backward(g, saved, x_shape, pool_size, relu):
         reference, windows = y, y.size
     if np.isnan(y).any():
         windows = None  # a NaN window has no hit: the count could not show a tie elsewhere
-    hit = pooled((len(offsets),) + g.shape, bool)
-    cells = []
-    for k, offset in enumerate(offsets):
-        cells.append(_window(offset, pool_size, (1,) * len(offset), out_size))
-        np.equal(x[cells[-1]], reference, out=hit[k])
-    if len(offsets) > 1 and np.count_nonzero(hit) != windows:
-        _first_hits(hit)
+    covered = (slice(None),) + tuple(slice(0, o * k) for o, k in zip(out_size, pool_size))
+    split = (x.shape[0],) + tuple(d for o, k in zip(out_size, pool_size) for d in (o, k))
+    split += (x.shape[-1],)
+    spread = (g.shape[0],) + tuple(d for o in out_size for d in (o, 1)) + (g.shape[-1],)
+    x_split = _split_view(x[covered], split)
+    hit = pooled(split, bool)
+    np.equal(x_split, reference.reshape(spread), out=hit)
+    if math.prod(pool_size) > 1 and np.count_nonzero(hit) != windows:
+        _first_hits(
+            [hit[(slice(None),) + _offset_index(o) + (slice(None),)] for o in _offsets(pool_size)]
+        )
     gx = pooled(x_shape, g.dtype)
-    for k, cell in enumerate(cells):
-        np.multiply(g, hit[k], out=gx[cell])
-    covered = tuple(o * k for o, k in zip(out_size, pool_size))
-    for axis, n in enumerate(covered):
-        if n < x_shape[1 + axis]:
-            gx[(slice(None),) * (1 + axis) + (slice(n, None),)] = 0
+    np.multiply(g.reshape(spread), hit, out=_split_view(gx[covered], split))
+    for axis, (o, k) in enumerate(zip(out_size, pool_size)):
+        if o * k < x_shape[1 + axis]:
+            gx[(slice(None),) * (1 + axis) + (slice(o * k, None),)] = 0
     return gx
 
 
+def _offset_index(offset):
+    """Index of one window offset in the ``(o1, k1, o2, k2, ...)`` axes of a split view."""
+    return tuple(item for j in offset for item in (slice(None), j))
+
+
+def _split_view(a, shape):
+    """``a`` (a view) reshaped to ``shape`` by splitting axes, without a copy."""
+    view = a.reshape(shape)
+    if not np.shares_memory(view, a):  # numpy copied: splitting was impossible as a view
+        raise AssertionError("internal: window split of a pooling view needs a copy")
+    return view
+
+
 def _first_hits(hit):
-    """Clear ``hit[k]`` (in place) wherever an earlier ``hit[j]``, ``j < k``, is set."""
-    taken = pooled(hit.shape[1:], bool) if len(hit) > 2 else None
+    """Clear ``hit[k]`` (in place) wherever an earlier ``hit[j]``, ``j < k``, is set.
+    ``hit``: a list of equally shaped boolean arrays (views), one per window offset."""
+    taken = pooled(hit[0].shape, bool) if len(hit) > 2 else None
     for k in range(1, len(hit)):
         # hit[k] & ~taken, taken: the windows whose first maximum came earlier
         np.greater(hit[k], taken if k > 1 else hit[0], out=hit[k])
