@@ -7,16 +7,16 @@ Large elementwise work (the optimizer step over all weights) can be shared among
 ``$DLX_KERNEL_THREADS`` threads (:func:`run_shared`; one by default).
 """
 
-import concurrent.futures
 import itertools
 import os
 import threading
 
 import numpy as np
 
+from .thread_pools import thread_pool as shared_thread_pool
+
 KERNELS = {}
 _SCRATCH = {}
-_POOL = {}  # {"pool": ThreadPoolExecutor, "pid": the process that made it}
 
 
 def scratch(shape, dtype, slot=0):
@@ -48,13 +48,8 @@ def worker_threads():
 
 
 def thread_pool():
-    """A process-wide pool for kernels that split elementwise work (made again after a fork)."""
-    if _POOL.get("pid") != os.getpid():
-        _POOL["pool"] = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max(1, (os.cpu_count() or 1) - 1), thread_name_prefix="dlx-kernel"
-        )
-        _POOL["pid"] = os.getpid()
-    return _POOL["pool"]
+    """The pool that shares elementwise work: one thread fewer than CPUs (the caller works too)."""
+    return shared_thread_pool("kernel", max(1, (os.cpu_count() or 1) - 1))
 
 
 def adam_update(w, g, m, v, alpha, beta_1, beta_2, epsilon, t=None):

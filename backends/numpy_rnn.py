@@ -18,13 +18,11 @@ half of the products of ``sequence_projection``. Each loop kernel handles
 so the generic loop runs.
 """
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
 from .blas_threads import OneBlasThread, blas_controllers, one_thread_if_small
 from .buffer_pool import pooled
+from .thread_pools import thread_pool
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -57,17 +55,10 @@ def _loop_worker(steps, batch, units, width):
     return _worker()
 
 
-_WORKER = {}  # process id -> the executor (a forked child starts a new one)
-
-
 def _worker():
-    """A one-thread executor for work that can run beside a recurrent loop."""
-    pid = os.getpid()
-    executor = _WORKER.get(pid)
-    if executor is None:
-        _WORKER.clear()
-        executor = _WORKER[pid] = ThreadPoolExecutor(1, thread_name_prefix="dlx-rnn")
-    return executor
+    """A one-thread executor for work that can run beside a recurrent loop (one thread, so
+    what is submitted runs in order)."""
+    return thread_pool("rnn", 1)
 
 
 def _supported(spec, xproj, need_sigmoid=True):
