@@ -38,6 +38,7 @@ import math
 import numpy as np
 
 from .conv_transpose_from_conv import ConvTransposeFromConv
+from .pool_counts import valid_cell_counts
 
 _TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _CONV_KERNELS = ("im2col", "col2im", "bias_act", "relu_mask")
@@ -350,14 +351,8 @@ class CudaPool:
         key = (tuple(x_shape[1:-1]), tuple(pool_size), tuple(strides), tuple(pads), np.dtype(dtype))
         count = self._counts.get(key)
         if count is None:
-            rank = len(pool_size)
-            count = 1.0
-            for axis, (n, k, s, (b, a)) in enumerate(zip(x_shape[1:-1], pool_size, strides, pads)):
-                out = (n + b + a - k) // s + 1
-                cells = [min(o * s - b + k, n) - max(o * s - b, 0) for o in range(out)]
-                shape = (1,) + tuple(out if i == axis else 1 for i in range(rank)) + (1,)
-                count = count * np.asarray(cells, dtype=dtype).reshape(shape)
-            count = self._counts[key] = self.xp.asarray(count)
+            counts = valid_cell_counts(x_shape, pool_size, strides, pads, dtype)
+            count = self._counts[key] = self.xp.asarray(counts)
         return count
 
     def backward(self, g, saved, x_shape, kind, pool_size, strides, pads):

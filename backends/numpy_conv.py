@@ -27,6 +27,7 @@ from numpy.lib.stride_tricks import as_strided
 from .blas_threads import OneBlasThread
 from .buffer_pool import pooled
 from .conv_transpose_from_conv import ConvTransposeFromConv
+from .pool_counts import valid_cell_counts
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -358,7 +359,7 @@ class NumpyPool:
         if kind == "max":
             return y, ((x, y) if keep else None)
         if any(b or a for b, a in pads):
-            count = _counts(x.shape, pool_size, strides, pads, x.dtype)
+            count = valid_cell_counts(x.shape, pool_size, strides, pads, x.dtype)
         else:
             count = float(math.prod(pool_size))
         y /= count
@@ -527,17 +528,6 @@ def _first_hits(hit):
             np.logical_or(hit[0], hit[1], out=taken)
         elif 1 < k < len(hit) - 1:
             np.logical_or(taken, hit[k], out=taken)
-
-
-def _counts(x_shape, pool_size, strides, pads, dtype):
-    total = None
-    rank = len(pool_size)
-    for axis, (n, k, s, (b, a)) in enumerate(zip(x_shape[1:-1], pool_size, strides, pads)):
-        out = (n + b + a - k) // s + 1
-        c = np.array([min(o * s - b + k, n) - max(o * s - b, 0) for o in range(out)], dtype)
-        c = c.reshape((1,) + tuple(out if i == axis else 1 for i in range(rank)) + (1,))
-        total = c if total is None else total * c
-    return total
 
 
 CONV = NumpyConv()
