@@ -211,6 +211,7 @@ class EmulatedKernel:
         self.parameters = describe().decode().rstrip(",").split(",")
 
     def _argument(self, position, parameter, value):
+        """A host array holding the parameter's value (for an array: its data pointer)."""
         where = f"{self.name}: argument {position}"
         if parameter.startswith("*"):
             wanted = np.dtype(_SCALAR_TYPES[parameter[1:]])
@@ -220,14 +221,14 @@ class EmulatedKernel:
                 raise TypeError(f"{where} must be an array of {wanted}, got {value.dtype}")
             if not value.flags.c_contiguous:
                 raise ValueError(f"{where} must be C-contiguous (shape {value.shape})")
-            return ctypes.c_void_p(value.ctypes.data), value
+            return np.array(value.ctypes.data, dtype=np.uintp)
         wanted = _SCALAR_TYPES[parameter]
         if type(value) is not wanted:
             raise TypeError(
                 f"{where} must be a NumPy {np.dtype(wanted)} scalar, "
                 f"got {type(value).__name__} {value!r}"
             )
-        return np.array(value, dtype=wanted), value
+        return np.array(value, dtype=wanted)
 
     def __call__(self, grid, block, args, shared_mem=0):
         if shared_mem:
@@ -241,15 +242,8 @@ class EmulatedKernel:
         block = (tuple(block) + (1, 1, 1))[:3]
         if min(grid + block) < 1:
             raise ValueError(f"{self.name}: empty launch grid={grid} block={block}")
-        holders = [
-            self._argument(i, p, a)[0] for i, p, a in zip(range(len(args)), self.parameters, args)
-        ]
-        pointers = (ctypes.c_void_p * len(holders))(
-            *[
-                ctypes.addressof(h) if isinstance(h, ctypes.c_void_p) else h.ctypes.data
-                for h in holders
-            ]
-        )
+        holders = [self._argument(i, p, a) for i, (p, a) in enumerate(zip(self.parameters, args))]
+        pointers = (ctypes.c_void_p * len(holders))(*[h.ctypes.data for h in holders])
         grid_array = (ctypes.c_uint * 3)(*grid)
         block_array = (ctypes.c_uint * 3)(*block)
         self._launch(grid_array, block_array, pointers)
