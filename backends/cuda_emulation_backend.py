@@ -18,13 +18,13 @@ import os
 import shutil
 
 import numpy as np
-from array_api_compat import numpy as xp_numpy
 
-from .registry import Backend, BackendUnavailableError
+from .numpy_backend import NumpyBackend
+from .registry import BackendUnavailableError
 
 
-class CudaEmulationBackend(Backend):
-    host = True
+class CudaEmulationBackend(NumpyBackend):
+    """The numpy backend's arrays and transfers, with the CUDA kernel table."""
 
     def __init__(self):
         compiler = os.environ.get("CXX", "g++")
@@ -37,18 +37,9 @@ class CudaEmulationBackend(Backend):
         from .cupy_kernels import cuda_kernels
 
         self._load = functools.partial(load_module, emulate=True)
-        super().__init__(
-            xp_numpy,
-            device="cpu",
-            array_types=(np.ndarray, np.generic),  # shared with numpy: the current one owns them
-            kernels=cuda_kernels(np, self._load),
-        )
-
-    def from_host(self, value):
-        return np.asarray(value)
-
-    def to_numpy(self, array, copy=False):
-        return np.array(array, copy=True) if copy else np.asarray(array)
+        # NumPy arrays, shared with the numpy backend (the current one owns them), and
+        # none of its NumPy fast paths: an op runs a CUDA kernel or the generic code
+        super().__init__(kernels=cuda_kernels(np, self._load))
 
     def warmup(self):
         """Compile every kernel now; returns ``{source: number of kernels}``."""

@@ -13,14 +13,14 @@ from .registry import Backend
 class NumpyBackend(Backend):
     host = True
 
-    def __init__(self):
-        from . import numpy_kernels
+    def __init__(self, kernels=None):
+        """``kernels``: the kernel table, by default the NumPy fast paths."""
+        if kernels is None:
+            from . import numpy_kernels
 
+            kernels = numpy_kernels.KERNELS
         super().__init__(
-            xp_numpy,
-            device="cpu",
-            array_types=(np.ndarray, np.generic),
-            kernels=numpy_kernels.KERNELS,
+            xp_numpy, device="cpu", array_types=(np.ndarray, np.generic), kernels=kernels
         )
 
     def from_host(self, value):
