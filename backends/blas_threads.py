@@ -46,11 +46,3 @@ class OneBlasThread:
 def one_thread_if_small(multiply_adds, limit=1 << 20):
     """One BLAS thread for products of up to ``limit`` multiply-adds, else leave BLAS alone."""
     return OneBlasThread() if multiply_adds <= limit else contextlib.nullcontext()
-
-
-def single_threaded_product(a, b):
-    """``a @ b`` with BLAS held to one thread, or None when that cannot be arranged."""
-    if not blas_controllers():
-        return None
-    with OneBlasThread():
-        return a @ b
