@@ -23,15 +23,12 @@ source for real GPU architectures.
 """
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
+
+from .host_compiler import HostBuildError, build_shared_library, cache_dir, compiler_name
 
 SOURCE_DIR = Path(__file__).resolve().parent / "cuda"
 # No -std: the sources are C++11 (tests compile them as C++14, the oldest NVRTC
@@ -92,22 +89,6 @@ class CupyModule:
 # CPU: g++ with the emulation header
 
 
-def _cache_dir():
-    """``$DLX_CUDA_EMULATION_CACHE``, else ``~/.cache/dlx/cuda_emulation`` when it can be
-    created, else a per-user folder in the system's temporary directory."""
-    root = os.environ.get("DLX_CUDA_EMULATION_CACHE")
-    if root:
-        return Path(root)
-    home = Path.home() / ".cache" / "dlx" / "cuda_emulation"
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        if os.access(home, os.W_OK):
-            return home
-    except OSError:
-        pass
-    return Path(tempfile.gettempdir()) / f"dlx-cuda-emulation-{os.getuid()}"
-
-
 def _emulation_wrapper(source_name, name_expressions):
     """C++ that includes the source and exports a launcher and a signature per kernel."""
     lines = [f'#include "{source_path(source_name)}"', ""]
@@ -132,34 +113,18 @@ def _all_sources():
 
 def emulation_library(source_name, name_expressions):
     """Path of the shared library built from one source (compiled when not cached)."""
-    wrapper = _emulation_wrapper(source_name, name_expressions)
-    compiler = os.environ.get("CXX", "g++")
-    command = [compiler, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", f"-I{SOURCE_DIR}"]
-    digest = hashlib.sha256(wrapper.encode() + " ".join(command).encode())
-    for path in _all_sources():
-        digest.update(path.read_bytes())
-    cache = _cache_dir()
-    library = cache / f"{Path(source_name).stem}-{digest.hexdigest()[:20]}.so"
-    if library.exists():
-        return library
-    if shutil.which(compiler) is None:
-        raise CudaBuildError(
-            f"emulating {source_name} needs a C++ compiler; {compiler!r} not found"
+    command = [compiler_name(), "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", f"-I{SOURCE_DIR}"]
+    try:
+        return build_shared_library(
+            Path(source_name).stem,
+            _emulation_wrapper(source_name, name_expressions),
+            command,
+            _all_sources(),
+            cache_dir("cuda_emulation", "DLX_CUDA_EMULATION_CACHE"),
+            f"{source_name} for emulation",
         )
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as work:
-        source = Path(work) / "wrapper.cpp"
-        source.write_text(wrapper)
-        built = Path(work) / library.name
-        result = subprocess.run(
-            command + [str(source), "-o", str(built)], capture_output=True, text=True
-        )
-        if result.returncode != 0:
-            raise CudaBuildError(
-                f"{compiler} could not compile {source_name} for emulation:\n{result.stderr}"
-            )
-        os.replace(built, library)  # atomic: concurrent test processes may race here
-    return library
+    except HostBuildError as error:
+        raise CudaBuildError(str(error)) from None
 
 
 class EmulatedModule:

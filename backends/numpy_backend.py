@@ -1,8 +1,10 @@
 """The default backend: NumPy through ``array_api_compat.numpy``.
 
 Its kernel table holds NumPy-specific fast paths (``out=`` arguments,
-``np.add.at`` scatters, strided windows) for the hot ops; each must compute
-what the generic op computes (tests compare them)."""
+``np.add.at`` scatters, strided windows) for the hot ops, overlaid by the
+compiled CPU kernels (``cpu_kernels``), which fall back to the NumPy ones when
+there is no C++ compiler; each must compute what the generic op computes (tests
+compare them)."""
 
 import numpy as np
 from array_api_compat import numpy as xp_numpy
@@ -14,11 +16,11 @@ class NumpyBackend(Backend):
     host = True
 
     def __init__(self, kernels=None):
-        """``kernels``: the kernel table, by default the NumPy fast paths."""
+        """``kernels``: the kernel table, by default the NumPy and compiled CPU kernels."""
         if kernels is None:
-            from . import numpy_kernels
+            from . import cpu_kernels, numpy_kernels
 
-            kernels = numpy_kernels.KERNELS
+            kernels = {**numpy_kernels.KERNELS, **cpu_kernels.CPU_KERNELS}
         super().__init__(
             xp_numpy, device="cpu", array_types=(np.ndarray, np.generic), kernels=kernels
         )

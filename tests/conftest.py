@@ -52,3 +52,35 @@ def keras():
     if keras.backend.backend() != "torch":
         pytest.skip(f"keras runs on {keras.backend.backend()}, the reference tests expect torch")
     return keras
+
+
+def _use_compiled_cpu_kernels(monkeypatch, on):
+    from dlx.backends import cpu_kernels
+
+    if on:
+        monkeypatch.delenv("DLX_KERNELS", raising=False)
+    else:
+        monkeypatch.setenv("DLX_KERNELS", "numpy")
+    cpu_kernels.forget()
+
+
+@pytest.fixture
+def numpy_kernels_only(monkeypatch):
+    """The numpy backend's kernels without the compiled CPU ones (``DLX_KERNELS=numpy``)."""
+    _use_compiled_cpu_kernels(monkeypatch, False)
+    yield
+    monkeypatch.undo()
+    from dlx.backends import cpu_kernels
+
+    cpu_kernels.forget()
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def cpu_kernel_kind(request, monkeypatch):
+    """Runs a test twice: with the compiled CPU kernels, and with the NumPy ones alone."""
+    _use_compiled_cpu_kernels(monkeypatch, request.param == "compiled")
+    yield request.param
+    monkeypatch.undo()
+    from dlx.backends import cpu_kernels
+
+    cpu_kernels.forget()

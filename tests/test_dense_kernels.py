@@ -59,7 +59,7 @@ SHAPES = [(300, 257), (257,), (257, 129), (129,), (3, 5), (1,)]
 
 
 @pytest.fixture
-def threads(monkeypatch):
+def threads(monkeypatch, numpy_kernels_only):
     """``threads(n)``: the Adam kernel splits its work over ``n`` threads; counts the shares run."""
     calls = []
     adam_share = numpy_kernels._adam_share

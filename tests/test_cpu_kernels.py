@@ -1,0 +1,119 @@
+"""The compiled CPU kernels (backends/cpu/*.cpp): building, caching, falling back, Adam."""
+
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+from dlx.backends import cpu_kernels, cpu_library, numpy_kernels
+
+import dlx
+from dlx import optimizers
+
+needs_compiler = pytest.mark.skipif(
+    shutil.which(cpu_library.compiler_name()) is None, reason="no C++ compiler on this machine"
+)
+
+
+@pytest.fixture
+def fresh_library(monkeypatch):
+    """Forget the loaded library before and after the test."""
+    cpu_kernels.forget()
+    yield monkeypatch
+    monkeypatch.undo()
+    cpu_kernels.forget()
+
+
+@needs_compiler
+def test_the_library_compiles_and_exports_both_dtypes(fresh_library):
+    fresh_library.delenv("DLX_KERNELS", raising=False)
+    assert cpu_library.status().startswith("compiled: ")
+    for suffix in ("f32", "f64"):
+        assert hasattr(cpu_library.library(), f"dlx_adam_{suffix}")
+
+
+@needs_compiler
+def test_a_built_library_is_taken_from_the_cache_without_a_compiler(fresh_library, tmp_path):
+    fresh_library.setenv("DLX_CPU_KERNEL_CACHE", str(tmp_path))
+    first = cpu_library.build()
+    assert first.parent == tmp_path and first.exists()
+    fresh_library.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    # same key (the compiler is part of it), so look it up with the original command
+    fresh_library.delenv("CXX")
+    assert cpu_library.build() == first
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no half-written leftovers
+
+
+def test_without_a_compiler_the_numpy_kernels_run_and_a_warning_says_why(fresh_library, tmp_path):
+    fresh_library.setenv("DLX_CPU_KERNEL_CACHE", str(tmp_path))
+    fresh_library.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    fresh_library.delenv("DLX_KERNELS", raising=False)
+    with pytest.warns(RuntimeWarning, match="no-such-compiler.*not found"):
+        assert cpu_library.library() is None
+    assert cpu_library.status().startswith("unavailable: ")
+    weights, expected = _run_both(np.float32, (50, 7))
+    np.testing.assert_array_equal(weights, expected)
+
+
+def test_dlx_kernels_numpy_turns_the_compiled_kernels_off(fresh_library):
+    fresh_library.setenv("DLX_KERNELS", "numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cpu_library.library() is None
+    assert cpu_library.status() == "off (DLX_KERNELS=numpy)"
+
+
+def _adam_arrays(dtype, shape, seed):
+    rng = np.random.default_rng(seed)
+    w, g = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+    m = (0.1 * rng.standard_normal(shape)).astype(dtype)
+    v = (0.01 * rng.random(shape)).astype(dtype)
+    return w, g, m, v
+
+
+def _run_both(dtype, shape, layout=lambda a: a):
+    """Three Adam steps through the table's kernel and through the NumPy one."""
+    results = []
+    for kernel in (cpu_kernels.adam_update_many, numpy_kernels.adam_update_many):
+        w, g, m, v = (layout(a) for a in _adam_arrays(dtype, shape, seed=2))
+        for _ in range(3):
+            kernel([w], [g], [m], [v], 0.003, 0.9, 0.999, 1e-7)
+        results.append(np.concatenate([w.ravel(), m.ravel(), v.ravel()]))
+    return results
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1,), (17,), (784, 512), (3, 3, 5, 64)])
+def test_compiled_adam_rounds_exactly_as_the_numpy_kernel(fresh_library, dtype, shape):
+    fresh_library.delenv("DLX_KERNELS", raising=False)
+    assert cpu_library.library() is not None
+    compiled, numpy_result = _run_both(dtype, shape)
+    np.testing.assert_array_equal(compiled, numpy_result)
+
+
+@needs_compiler
+def test_compiled_adam_leaves_non_contiguous_weights_to_numpy(fresh_library):
+    fresh_library.delenv("DLX_KERNELS", raising=False)
+    compiled, numpy_result = _run_both(np.float32, (40, 30), layout=lambda a: np.asfortranarray(a))
+    np.testing.assert_array_equal(compiled, numpy_result)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_adam_through_the_table_matches_the_generic_rule(cpu_kernel_kind, dtype):
+    """Adam.apply_gradients with the table's kernel against the generic Array API update."""
+    dlx.set_floatx(dtype)
+    finals = []
+    for kernels in (True, False):
+        dlx.set_backend("numpy")
+        dlx.backends.set_kernels_enabled(kernels)
+        rng = np.random.default_rng(5)
+        shapes = [(30, 20), (20,), (5, 5, 3)]
+        variables = [dlx.Variable(rng.standard_normal(s).astype(dtype)) for s in shapes]
+        optimizer = optimizers.Adam(learning_rate=0.01)
+        for _ in range(4):
+            grads = [dlx.asarray(rng.standard_normal(s).astype(dtype)) for s in shapes]
+            optimizer.apply_gradients(zip(grads, variables))
+        finals.append([dlx.to_numpy(v.value) for v in variables])
+    for a, b in zip(*finals):
+        np.testing.assert_allclose(a, b, rtol=1e-6 if dtype == "float32" else 1e-12, atol=1e-7)
