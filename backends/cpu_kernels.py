@@ -19,14 +19,15 @@ _I = ctypes.c_int64
 _D = ctypes.c_double
 
 
-def compiled(name, dtype, *argtypes):
-    """The compiled ``dlx_<name>_<f32|f64>`` for ``dtype``, or ``None`` (fall back)."""
-    key = (name, dtype)
+def compiled(source, name, dtype, *argtypes):
+    """``dlx_<name>_<f32|f64>`` for ``dtype`` from ``backends/cpu/<source>.cpp``, or
+    ``None`` (then fall back)."""
+    key = (source, name, dtype)
     if key not in _FUNCTIONS:
         suffix = _SUFFIX.get(np.dtype(dtype))
         found = None
         if suffix is not None:
-            found = cpu_library.function(f"dlx_{name}_{suffix}", *argtypes)
+            found = cpu_library.function(source, f"dlx_{name}_{suffix}", *argtypes)
         _FUNCTIONS[key] = found
     return _FUNCTIONS[key]
 
@@ -49,7 +50,7 @@ def adam_update_many(weights, grads, ms, vs, alpha, beta_1, beta_2, epsilon):
     """:func:`numpy_kernels.adam_update_many` in one pass per variable."""
     rest = []
     for w, g, m, v in zip(weights, grads, ms, vs):
-        kernel = compiled("adam", w.dtype, _P, _P, _P, _P, _I, _D, _D, _D, _D)
+        kernel = compiled("optimizers", "adam", w.dtype, _P, _P, _P, _P, _I, _D, _D, _D, _D)
         if kernel is None or not plain(w.dtype, w, g, m, v) or w.shape != g.shape:
             rest.append((w, g, m, v))
             continue
@@ -63,3 +64,12 @@ def adam_update(w, g, m, v, alpha, beta_1, beta_2, epsilon):
 
 
 CPU_KERNELS = {"adam_update": adam_update, "adam_update_many": adam_update_many}
+
+# the op families, each in a module of its own
+from .cpu_conv import CPU_CONV_KERNELS  # noqa: E402
+from .cpu_pool import CPU_POOL_KERNELS  # noqa: E402
+from .cpu_rnn import CPU_RNN_KERNELS  # noqa: E402
+
+CPU_KERNELS.update(CPU_CONV_KERNELS)
+CPU_KERNELS.update(CPU_POOL_KERNELS)
+CPU_KERNELS.update(CPU_RNN_KERNELS)

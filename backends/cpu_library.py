@@ -3,7 +3,7 @@
 NumPy cannot fuse: an optimizer step or a pooling backward written with ufuncs
 makes a full pass over memory per operation, and on a 2-core machine those
 passes, not the arithmetic, are most of a training step. The sources in
-``backends/cpu/`` do such work in one pass. They are compiled on first use by
+``backends/cpu/`` do such work in one pass. Each is compiled on first use by
 the host C++ compiler (``$CXX``, else ``g++``) with ``-O3 -march=native``, cached
 on disk by content hash under ``$DLX_CPU_KERNEL_CACHE`` (default
 ``~/.cache/dlx/cpu_kernels``), and called through ``ctypes``, which releases
@@ -12,7 +12,8 @@ the GIL during the call.
 Nothing depends on them: :func:`library` returns ``None`` when there is no
 compiler, the build fails, or ``DLX_KERNELS=numpy`` asks for the NumPy fast
 paths alone, and every compiled kernel then falls back to its NumPy version
-(:func:`status` says which case holds). Each source exports plain ``extern "C"``
+(:func:`status` says which case holds). Each source is a library of its own, so
+one that fails to build leaves the others working. Each source exports plain ``extern "C"``
 functions, one per dtype (``dlx_<name>_f32`` / ``_f64``), taking pointers to
 C-contiguous arrays and sizes; the Python side checks layouts before calling.
 """
@@ -43,7 +44,7 @@ OPTIONS = (
 )
 
 _LOCK = threading.Lock()
-_STATE = {}  # "library": CDLL or None, "status": str
+_STATE = {}  # source stem -> (CDLL or None, status text)
 
 
 def enabled():
@@ -67,63 +68,75 @@ def _machine():
 
 
 def sources():
-    return sorted(SOURCE_DIR.glob("*.cpp"))
+    """The stems of ``backends/cpu/*.cpp`` (``"optimizers"``, ...)."""
+    return sorted(p.stem for p in SOURCE_DIR.glob("*.cpp"))
 
 
-def build():
-    """Path of the compiled library (built now when not cached); raises :class:`HostBuildError`."""
-    main = f"// machine {_machine()}\n" + "".join(f'#include "{p}"\n' for p in sources())
+def build(source):
+    """Path of the library of ``backends/cpu/<source>.cpp`` (built now when not cached);
+    raises :class:`HostBuildError`."""
+    path = SOURCE_DIR / f"{source}.cpp"
+    if not path.is_file():
+        raise FileNotFoundError(f"no CPU kernel source {path.name} in {SOURCE_DIR}")
     return build_shared_library(
-        "cpu_kernels",
-        main,
+        f"cpu-{source}",
+        f'// machine {_machine()}\n#include "{path}"\n',
         [compiler_name(), *OPTIONS, f"-I{SOURCE_DIR}"],
         sorted(p for p in SOURCE_DIR.iterdir() if p.is_file()),
         cache_dir("cpu_kernels", "DLX_CPU_KERNEL_CACHE"),
-        "the CPU kernels",
+        f"the CPU kernels of {path.name}",
     )
 
 
-def library():
-    """The loaded ``ctypes.CDLL``, or ``None`` when compiled kernels are off or unavailable."""
-    if "library" in _STATE:
-        return _STATE["library"]
-    with _LOCK:
-        if "library" not in _STATE:
-            _STATE["library"], _STATE["status"] = _load()
-    return _STATE["library"]
+def library(source):
+    """The loaded ``ctypes.CDLL`` of one source, or ``None`` when compiled kernels are off
+    or it cannot be built (a warning says why, once)."""
+    found = _STATE.get(source)
+    if found is None:
+        with _LOCK:
+            found = _STATE.get(source)
+            if found is None:
+                found = _STATE[source] = _load(source)
+    return found[0]
 
 
-def _load():
+def _load(source):
     if not enabled():
         return None, f"off (DLX_KERNELS={os.environ.get('DLX_KERNELS')})"
     try:
-        path = build()
+        path = build(source)
         return ctypes.CDLL(str(path)), f"compiled: {path}"
     except (HostBuildError, OSError) as error:
         warnings.warn(
-            f"dlx: the compiled CPU kernels are unavailable, using the NumPy ones "
-            f"(slower): {error}",
+            f"dlx: the compiled CPU kernels of {source}.cpp are unavailable, using the "
+            f"NumPy ones (slower): {error}",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         return None, f"unavailable: {error}"
 
 
 def status():
-    """``compiled: <path>``, ``off (...)`` or ``unavailable: <why>``."""
-    library()
-    return _STATE["status"]
+    """``{source: "compiled: <path>" | "off (...)" | "unavailable: <why>"}``, building
+    what is not built yet."""
+    return {source: (library(source), _STATE[source][1])[1] for source in sources()}
+
+
+def warmup():
+    """Build and load every source now; returns :func:`status`."""
+    return status()
 
 
 def reset():
-    """Forget the loaded library so the next :func:`library` call looks again (tests)."""
+    """Forget the loaded libraries so the next :func:`library` call looks again (tests)."""
     with _LOCK:
         _STATE.clear()
 
 
-def function(name, *argtypes):
-    """The exported C function ``name`` with its argument types, or ``None`` without a library."""
-    lib = library()
+def function(source, name, *argtypes):
+    """The C function ``name`` exported by ``<source>.cpp``, with its argument types, or
+    ``None`` without that library."""
+    lib = library(source)
     if lib is None:
         return None
     f = getattr(lib, name)

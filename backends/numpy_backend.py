@@ -30,3 +30,9 @@ class NumpyBackend(Backend):
 
     def to_numpy(self, array, copy=False):
         return np.array(array, copy=True) if copy else np.asarray(array)
+
+    def warmup(self):
+        """Build the compiled CPU kernels now; returns ``{source: status}``."""
+        from . import cpu_library
+
+        return cpu_library.warmup()

@@ -27,20 +27,22 @@ def fresh_library(monkeypatch):
 @needs_compiler
 def test_the_library_compiles_and_exports_both_dtypes(fresh_library):
     fresh_library.delenv("DLX_KERNELS", raising=False)
-    assert cpu_library.status().startswith("compiled: ")
+    status = cpu_library.status()
+    assert set(status) >= {"optimizers"}
+    assert all(text.startswith("compiled: ") for text in status.values()), status
     for suffix in ("f32", "f64"):
-        assert hasattr(cpu_library.library(), f"dlx_adam_{suffix}")
+        assert hasattr(cpu_library.library("optimizers"), f"dlx_adam_{suffix}")
 
 
 @needs_compiler
 def test_a_built_library_is_taken_from_the_cache_without_a_compiler(fresh_library, tmp_path):
     fresh_library.setenv("DLX_CPU_KERNEL_CACHE", str(tmp_path))
-    first = cpu_library.build()
+    first = cpu_library.build("optimizers")
     assert first.parent == tmp_path and first.exists()
     fresh_library.setenv("CXX", str(tmp_path / "no-such-compiler"))
     # same key (the compiler is part of it), so look it up with the original command
     fresh_library.delenv("CXX")
-    assert cpu_library.build() == first
+    assert cpu_library.build("optimizers") == first
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no half-written leftovers
 
 
@@ -49,8 +51,8 @@ def test_without_a_compiler_the_numpy_kernels_run_and_a_warning_says_why(fresh_l
     fresh_library.setenv("CXX", str(tmp_path / "no-such-compiler"))
     fresh_library.delenv("DLX_KERNELS", raising=False)
     with pytest.warns(RuntimeWarning, match="no-such-compiler.*not found"):
-        assert cpu_library.library() is None
-    assert cpu_library.status().startswith("unavailable: ")
+        assert cpu_library.library("optimizers") is None
+    assert cpu_library.status()["optimizers"].startswith("unavailable: ")
     weights, expected = _run_both(np.float32, (50, 7))
     np.testing.assert_array_equal(weights, expected)
 
@@ -59,8 +61,8 @@ def test_dlx_kernels_numpy_turns_the_compiled_kernels_off(fresh_library):
     fresh_library.setenv("DLX_KERNELS", "numpy")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert cpu_library.library() is None
-    assert cpu_library.status() == "off (DLX_KERNELS=numpy)"
+        assert cpu_library.library("optimizers") is None
+    assert set(cpu_library.status().values()) == {"off (DLX_KERNELS=numpy)"}
 
 
 def _adam_arrays(dtype, shape, seed):
@@ -87,7 +89,7 @@ def _run_both(dtype, shape, layout=lambda a: a):
 @pytest.mark.parametrize("shape", [(1,), (17,), (784, 512), (3, 3, 5, 64)])
 def test_compiled_adam_rounds_exactly_as_the_numpy_kernel(fresh_library, dtype, shape):
     fresh_library.delenv("DLX_KERNELS", raising=False)
-    assert cpu_library.library() is not None
+    assert cpu_library.library("optimizers") is not None
     compiled, numpy_result = _run_both(dtype, shape)
     np.testing.assert_array_equal(compiled, numpy_result)
 
@@ -117,3 +119,12 @@ def test_adam_through_the_table_matches_the_generic_rule(cpu_kernel_kind, dtype)
         finals.append([dlx.to_numpy(v.value) for v in variables])
     for a, b in zip(*finals):
         np.testing.assert_allclose(a, b, rtol=1e-6 if dtype == "float32" else 1e-12, atol=1e-7)
+
+
+@needs_compiler
+def test_warmup_on_the_numpy_backend_builds_every_source(fresh_library):
+    fresh_library.delenv("DLX_KERNELS", raising=False)
+    dlx.set_backend("numpy")
+    built = dlx.backends.warmup()
+    assert sorted(built) == cpu_library.sources()
+    assert all(text.startswith("compiled: ") for text in built.values()), built
