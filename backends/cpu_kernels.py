@@ -63,7 +63,33 @@ def adam_update(w, g, m, v, alpha, beta_1, beta_2, epsilon):
     adam_update_many((w,), (g,), (m,), (v,), alpha, beta_1, beta_2, epsilon)
 
 
-CPU_KERNELS = {"adam_update": adam_update, "adam_update_many": adam_update_many}
+def sgd_momentum_update(w, g, m, lr, momentum, nesterov):
+    """SGD with momentum in place (``dlx/optimizers/sgd.py``'s rule); False when not handled."""
+    kernel = compiled("optimizers", "sgd_momentum", w.dtype, _P, _P, _P, _I, _D, _D, ctypes.c_int)
+    if kernel is None or not plain(w.dtype, w, g, m) or not w.shape == g.shape == m.shape:
+        return False
+    kernel(p(w), p(g), p(m), w.size, lr, momentum, int(bool(nesterov)))
+    return True
+
+
+def rmsprop_update(w, g, v, m, lr, rho, epsilon, momentum):
+    """RMSprop (not centered) in place; ``m`` is None without momentum. False when not handled."""
+    kernel = compiled("optimizers", "rmsprop", w.dtype, _P, _P, _P, _P, _I, _D, _D, _D, _D, _D)
+    arrays = (w, g, v) if m is None else (w, g, v, m)
+    if kernel is None or not plain(w.dtype, *arrays) or any(a.shape != w.shape for a in arrays):
+        return False
+    kernel(
+        p(w), p(g), p(v), None if m is None else p(m), w.size, lr, rho, 1 - rho, epsilon, momentum
+    )
+    return True
+
+
+CPU_KERNELS = {
+    "adam_update": adam_update,
+    "adam_update_many": adam_update_many,
+    "sgd_momentum_update": sgd_momentum_update,
+    "rmsprop_update": rmsprop_update,
+}
 
 # the op families, each in a module of its own
 from .cpu_conv import CPU_CONV_KERNELS  # noqa: E402

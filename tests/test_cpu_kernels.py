@@ -128,3 +128,44 @@ def test_warmup_on_the_numpy_backend_builds_every_source(fresh_library):
     built = dlx.backends.warmup()
     assert sorted(built) == cpu_library.sources()
     assert all(text.startswith("compiled: ") for text in built.values()), built
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("SGD", {"momentum": 0.9}),
+        ("SGD", {"momentum": 0.8, "nesterov": True}),
+        ("RMSprop", {}),
+        ("RMSprop", {"momentum": 0.5, "rho": 0.8}),
+    ],
+)
+def test_compiled_sgd_and_rmsprop_round_exactly_as_the_generic_rule(
+    fresh_library, monkeypatch, dtype, name, kwargs
+):
+    fresh_library.delenv("DLX_KERNELS", raising=False)
+    calls = []
+    lookup = cpu_kernels.compiled
+
+    def spy(source, kernel_name, *args):
+        found = lookup(source, kernel_name, *args)
+        calls.append(kernel_name)
+        return found
+
+    monkeypatch.setattr(cpu_kernels, "compiled", spy)
+    finals = []
+    for kernels in (True, False):
+        dlx.set_backend("numpy")
+        dlx.backends.set_kernels_enabled(kernels)
+        rng = np.random.default_rng(6)
+        shapes = [(64, 33), (33,)]
+        variables = [dlx.Variable(rng.standard_normal(s).astype(dtype)) for s in shapes]
+        optimizer = getattr(optimizers, name)(learning_rate=0.05, **kwargs)
+        for _ in range(4):
+            grads = [dlx.asarray(rng.standard_normal(s).astype(dtype)) for s in shapes]
+            optimizer.apply_gradients(zip(grads, variables))
+        finals.append([dlx.to_numpy(v.value) for v in variables])
+    assert calls.count("sgd_momentum" if name == "SGD" else "rmsprop") == 8
+    for a, b in zip(*finals):
+        np.testing.assert_array_equal(a, b)

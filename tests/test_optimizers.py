@@ -19,6 +19,7 @@ CONFIGS = [
     ("Adam", {"learning_rate": 0.01, "amsgrad": True}),
     ("AdamW", {"learning_rate": 0.01, "weight_decay": 0.1}),
     ("RMSprop", {"learning_rate": 0.01}),
+    ("RMSprop", {"learning_rate": 0.01, "momentum": 0.5}),
     ("RMSprop", {"learning_rate": 0.01, "momentum": 0.5, "centered": True}),
     ("Adagrad", {"learning_rate": 0.1}),
     ("Adam", {"learning_rate": 0.01, "clipnorm": 1.0}),

@@ -33,3 +33,73 @@ void adam(T* w, const T* g, T* m, T* v, index_t n, T alpha, T one_minus_beta_1,
 DLX_ADAM(float, f32)
 DLX_ADAM(double, f64)
 #undef DLX_ADAM
+
+namespace dlx_cpu {
+
+// Keras's SGD with momentum, in place, in the order of operations of
+// dlx/optimizers/sgd.py:  m = m * momentum - lr * g;  w += m
+// (Nesterov: w += momentum * m - lr * g).
+template <typename T>
+void sgd_momentum(T* w, const T* g, T* m, index_t n, T lr, T momentum, bool nesterov) {
+    if (nesterov) {
+#pragma omp simd
+        for (index_t i = 0; i < n; ++i) {
+            const T step = lr * g[i];
+            const T mi = m[i] * momentum - step;
+            m[i] = mi;
+            w[i] += momentum * mi - step;
+        }
+    } else {
+#pragma omp simd
+        for (index_t i = 0; i < n; ++i) {
+            const T mi = m[i] * momentum - lr * g[i];
+            m[i] = mi;
+            w[i] += mi;
+        }
+    }
+}
+
+// Keras's RMSprop (not centered), in place, in the order of operations of
+// dlx/optimizers/rmsprop.py:  v = v * rho + one_minus_rho * (g * g);
+// increment = lr * g / sqrt(v + epsilon);  momentum: m = m * momentum + increment, w -= m;
+// else w -= increment.  ``m`` is null without momentum.
+template <typename T>
+void rmsprop(T* w, const T* g, T* v, T* m, index_t n, T lr, T rho, T one_minus_rho, T epsilon,
+             T momentum) {
+    if (m != nullptr) {
+#pragma omp simd
+        for (index_t i = 0; i < n; ++i) {
+            const T gi = g[i];
+            const T vi = v[i] * rho + one_minus_rho * (gi * gi);
+            v[i] = vi;
+            const T mi = m[i] * momentum + (lr * gi) / std::sqrt(vi + epsilon);
+            m[i] = mi;
+            w[i] -= mi;
+        }
+    } else {
+#pragma omp simd
+        for (index_t i = 0; i < n; ++i) {
+            const T gi = g[i];
+            const T vi = v[i] * rho + one_minus_rho * (gi * gi);
+            v[i] = vi;
+            w[i] -= (lr * gi) / std::sqrt(vi + epsilon);
+        }
+    }
+}
+
+}  // namespace dlx_cpu
+
+#define DLX_SGD_RMSPROP(T, suffix)                                                             \
+    extern "C" void dlx_sgd_momentum_##suffix(T* w, const T* g, T* m, dlx_cpu::index_t n,      \
+                                              double lr, double momentum, int nesterov) {      \
+        dlx_cpu::sgd_momentum<T>(w, g, m, n, T(lr), T(momentum), nesterov != 0);               \
+    }                                                                                          \
+    extern "C" void dlx_rmsprop_##suffix(T* w, const T* g, T* v, T* m, dlx_cpu::index_t n,     \
+                                         double lr, double rho, double one_minus_rho,          \
+                                         double epsilon, double momentum) {                    \
+        dlx_cpu::rmsprop<T>(w, g, v, m, n, T(lr), T(rho), T(one_minus_rho), T(epsilon),        \
+                            T(momentum));                                                      \
+    }
+DLX_SGD_RMSPROP(float, f32)
+DLX_SGD_RMSPROP(double, f64)
+#undef DLX_SGD_RMSPROP

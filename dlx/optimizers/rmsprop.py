@@ -18,6 +18,10 @@ class RMSprop(Optimizer):
         xp = variable.xp
         slots = self.slots(variable)
         v = slots["velocity"]
+        kernel = None if self.centered else variable.backend.kernel("rmsprop_update")
+        if kernel is not None and kernel(variable.value, g, v, slots.get("momentum"), lr,
+                                         self.rho, self.epsilon, self.momentum):
+            return  # the same arithmetic in one pass
         v *= self.rho
         v += (1 - self.rho) * (g * g)
         if self.centered:

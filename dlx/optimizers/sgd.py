@@ -18,6 +18,9 @@ class SGD(Optimizer):
             variable.value -= lr * g
             return
         m = self.slots(variable)["momentum"]
+        kernel = variable.backend.kernel("sgd_momentum_update")
+        if kernel is not None and kernel(variable.value, g, m, lr, self.momentum, self.nesterov):
+            return  # the same arithmetic in one pass
         m *= self.momentum
         m -= lr * g
         if self.nesterov:
