@@ -45,6 +45,7 @@ OPTIONS = (
 
 _LOCK = threading.Lock()
 _STATE = {}  # source stem -> (CDLL or None, status text)
+_WARNED = []  # one warning per process, not one per source
 
 
 def enabled():
@@ -90,7 +91,7 @@ def build(source):
 
 def library(source):
     """The loaded ``ctypes.CDLL`` of one source, or ``None`` when compiled kernels are off
-    or it cannot be built (a warning says why, once)."""
+    or it cannot be built (a warning says why, once per process)."""
     found = _STATE.get(source)
     if found is None:
         with _LOCK:
@@ -107,19 +108,22 @@ def _load(source):
         path = build(source)
         return ctypes.CDLL(str(path)), f"compiled: {path}"
     except (HostBuildError, OSError) as error:
-        warnings.warn(
-            f"dlx: the compiled CPU kernels of {source}.cpp are unavailable, using the "
-            f"NumPy ones (slower): {error}",
-            RuntimeWarning,
-            stacklevel=4,
-        )
+        if not _WARNED:
+            _WARNED.append(True)
+            warnings.warn(
+                f"dlx: compiled CPU kernels unavailable, using the NumPy ones (slower): {error}",
+                RuntimeWarning,
+                stacklevel=4,
+            )
         return None, f"unavailable: {error}"
 
 
 def status():
     """``{source: "compiled: <path>" | "off (...)" | "unavailable: <why>"}``, building
     what is not built yet."""
-    return {source: (library(source), _STATE[source][1])[1] for source in sources()}
+    for source in sources():
+        library(source)
+    return {source: _STATE[source][1] for source in sources()}
 
 
 def warmup():
@@ -131,6 +135,7 @@ def reset():
     """Forget the loaded libraries so the next :func:`library` call looks again (tests)."""
     with _LOCK:
         _STATE.clear()
+        _WARNED.clear()
 
 
 def function(source, name, *argtypes):
