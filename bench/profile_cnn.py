@@ -3,7 +3,8 @@
     python bench/profile_cnn.py                # BLAS threads as they are
     python bench/profile_cnn.py --threads 1    # one BLAS thread (steadier on a busy machine)
 
-Wraps every method of the NumPy conv/pool kernels, runs the cnn_train step of
+Wraps every method of the numpy backend's conv/pool kernels (the compiled ones,
+or the NumPy ones with DLX_KERNELS=numpy), runs the cnn_train step of
 WORKLOADS.md, and prints per step: the median and minimum time of each
 primitive (per layer), the page faults inside it, the kernels' total against
 the whole step, and the time of the bare matrix products of the same shapes.
@@ -33,9 +34,11 @@ def _faults():
 def _instrument(times, faults):
     """Wrap the kernel methods so each call adds its time and page faults under a label
     (a call made inside another wrapped one counts only in the outer one)."""
-    from dlx.backends import numpy_conv
+    import dlx
 
-    conv, pool = numpy_conv.CONV_KERNELS["conv"], numpy_conv.CONV_KERNELS["pool"]
+    dlx.set_backend("numpy")
+    backend = dlx.get_backend()  # its table: the compiled kernels where they exist
+    conv, pool = backend.kernel("conv"), backend.kernel("pool")
     depth = [0]
     labels = {
         (conv, "forward"): lambda a: f"conv forward       C_in={a[0].shape[-1]}",
