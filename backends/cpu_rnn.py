@@ -1,3 +1,255 @@
-"""Compiled CPU kernels for the rnn ops (backends/cpu/). Filled in by its own change."""
+"""Compiled CPU kernels of the recurrent sequence ops (``backends/cpu/recurrent.cpp``).
 
-CPU_RNN_KERNELS = {}
+The NumPy kernels (``numpy_rnn.py``) spend a time step on one small product
+``hd @ U`` and a dozen ufunc calls over ``(B, G*u)`` arrays, one memory pass
+each. Here the product stays in NumPy/OpenBLAS and everything else of the
+step -- gate activations (vectorized float sigmoid/tanh, ``cpu/gate_math.h``),
+the state update, masks, recurrent dropout, and in the backward loop the
+assembly of the state gradient and the gate gradients -- is one C++ call.
+
+Buffers (time-major, in processing order, i.e. reversed for ``go_backwards``):
+``H (T+1, B, u)`` the states (``H[0] = h0``), ``HD (T+1, B, u)`` the states
+times the recurrent dropout mask (only with one), and per cell
+
+- LSTM: ``G (T, B, 4u)`` the activated gates ``i, f, g, o`` (Keras order: the
+  product ``hd @ U`` is written there and activated in place), ``C (T+1, B, u)``
+  the cells, ``TC (T, B, u)`` ``tanh`` of the unmasked new cell;
+- GRU ``reset_after``: ``A (T, B, 3u)`` ``z, r`` and ``ih = (hd @ U)_h + b_h``,
+  ``HH (T, B, u)`` the candidate; without ``reset_after``: ``A (T, B, 2u)`` ``z,
+  r``, ``RH (T, B, u)`` ``r * hd`` and ``HH``;
+- SimpleRNN: ``A (T, B, u)`` the ``tanh`` outputs.
+
+The recurrent-kernel gradient is summed by ``numpy_rnn._KernelGradient`` (in
+chunks, on the worker thread beside the loop when the layer is large enough).
+What is not handled here (other activations or dtypes, array types other than
+``np.ndarray``, no compiler) runs the NumPy kernel (``super()``).
+"""
+
+import ctypes
+
+import numpy as np
+
+from .buffer_pool import pooled
+from .numpy_rnn import (
+    GRUSequence,
+    LSTMSequence,
+    RNNSequence,
+    _finish_dx,
+    _KernelGradient,
+    _loop_blas,
+    _loop_worker,
+    _supported,
+)
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int64
+_SOURCE = "recurrent"
+
+# argument types of the exported functions (recurrent.cpp)
+_SIGNATURES = {
+    "sigmoid": (_P, _P, _I),
+    "tanh": (_P, _P, _I),
+    "rnn_finish_dh": (_P, _P, _P, _P, _P, _I),
+    "lstm_forward_step": (_P,) * 10 + (_I, _I),
+    "lstm_backward_step": (_P, _I) + (_P,) * 9 + (_I, _I),
+    "gru_forward_step": (_P,) * 9 + (_I, _I),
+    "gru_gates_step": (_P,) * 4 + (_I, _I),
+    "gru_candidate_step": (_P,) * 8 + (_I, _I),
+    "gru_backward_step": (_P, _I) + (_P,) * 6 + (_I,) + (_P,) * 5 + (_I, _I),
+    "gru_reset_step": (_P,) * 5 + (_I, _I),
+    "rnn_forward_step": (_P,) * 7 + (_I, _I),
+    "rnn_backward_step": (_P, _I) + (_P,) * 6 + (_I, _I),
+}
+
+
+def function(name, dtype):
+    """``dlx_<name>_<f32|f64>`` of ``recurrent.cpp``, or None (then fall back)."""
+    from . import cpu_kernels  # not at the top: cpu_kernels imports this module
+
+    return cpu_kernels.compiled(_SOURCE, name, dtype, *_SIGNATURES[name])
+
+
+def gate_function(name, x):
+    """``sigmoid``/``tanh`` of a float32/float64 array through the compiled gate math (tests);
+    None without the library."""
+    x = np.ascontiguousarray(x)
+    f = function(name, x.dtype)
+    if f is None:
+        return None
+    y = np.empty_like(x)
+    f(_p(x), _p(y), x.size)
+    return y
+
+
+def _plain(dtype, *arrays):
+    """Whether every array is a C-contiguous ``np.ndarray`` of ``dtype``."""
+    return all(type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous for a in arrays)
+
+
+def _p(array):
+    return array.__array_interface__["data"][0]
+
+
+class _Rows:
+    """Addresses of the ``(B, width)`` rows of a C-contiguous ``(n, B, width)`` buffer."""
+
+    __slots__ = ("base", "stride")
+
+    def __init__(self, array):
+        self.base = _p(array)
+        self.stride = array.strides[0]
+
+    def __getitem__(self, t):
+        return self.base + t * self.stride
+
+
+def _compiled_inputs(spec, xproj, U, states, need_sigmoid=True):
+    """Whether the compiled step functions take this call (else the NumPy kernel runs)."""
+    if not _supported(spec, xproj, need_sigmoid) or xproj.shape[0] == 0:
+        return False
+    dt = xproj.dtype
+    if not _plain(dt, xproj) or not isinstance(U, np.ndarray) or U.dtype != dt:
+        return False  # U only enters the products, in any layout
+    return all(isinstance(s, np.ndarray) for s in states if s is not None)
+
+
+def _masks(spec, dt, B):
+    """(keep (T, B) of 0/1 in processing order, recurrent mask (B, u)) as C-contiguous
+    arrays of ``dt``, or Nones."""
+    keep = None
+    if spec.mask is not None:
+        mask = np.asarray(spec.mask).T
+        if spec.go_backwards:
+            mask = mask[::-1]
+        keep = np.ascontiguousarray(mask, dtype=dt)
+    rm = spec.recurrent_mask
+    if rm is not None:
+        rm = np.ascontiguousarray(rm, dtype=dt)
+    return keep, rm
+
+
+def _time_rows(spec, xproj):
+    """Rows of ``xproj`` in processing order: ``rows[t]`` is the address of step ``t``'s rows."""
+    rows = _Rows(xproj)
+    if spec.go_backwards:
+        rows.base += (xproj.shape[0] - 1) * rows.stride
+        rows.stride = -rows.stride
+    return rows
+
+
+def _state(value, shape, dt):
+    out = np.empty(shape, dt)
+    np.copyto(out, value, casting="unsafe")
+    return out
+
+
+class _Saved:
+    """What the compiled loops keep for backward."""
+
+    __slots__ = ("H", "HD", "C", "A", "TC", "HH", "RH", "U", "keep", "rm", "rbias")
+
+
+def _recurrent_inputs(s):
+    """``hd`` of every step (T, B, u): the states times the dropout mask when there is one."""
+    T = s.A.shape[0]
+    return s.HD[:T] if s.HD is not None else s.H[:T]
+
+
+def _gradient_input(d, T, B, u, dt):
+    """The incoming sequence gradient as a C-contiguous ``(T, B, u)`` array of ``dt``, or None."""
+    if d is None:
+        return None
+    if _plain(dt, d) and d.shape == (T, B, u):
+        return d
+    return _state(d, (T, B, u), dt)
+
+
+class CompiledLSTMSequence(LSTMSequence):
+    """``lstm_sequence`` with the gate math of each step compiled (see the module docstring)."""
+
+    def forward(self, spec, xproj, U, rbias, h0, c0):
+        if not _compiled_inputs(spec, xproj, U, (h0, c0)):
+            return super().forward(spec, xproj, U, rbias, h0, c0)
+        step = function("lstm_forward_step", xproj.dtype)
+        if step is None or function("lstm_backward_step", xproj.dtype) is None:
+            return super().forward(spec, xproj, U, rbias, h0, c0)
+        with _loop_blas(xproj.shape[1], U.shape[0]):
+            return self._compiled_forward(step, spec, xproj, U, h0, c0)
+
+    def _compiled_forward(self, step, spec, xproj, U, h0, c0):
+        T, B, G = xproj.shape
+        u = G // 4
+        dt = xproj.dtype
+        keep, rm = _masks(spec, dt, B)
+        H = pooled((T + 1, B, u), dt)
+        C = pooled((T + 1, B, u), dt)
+        np.copyto(H[0], h0, casting="unsafe")
+        np.copyto(C[0], c0, casting="unsafe")
+        A = pooled((T, B, G), dt)
+        TC = pooled((T, B, u), dt)
+        HD = None
+        if rm is not None:
+            HD = pooled((T + 1, B, u), dt)
+            np.multiply(H[0], rm, out=HD[0])
+        Hd = HD if HD is not None else H
+        x, h, c, a, tc = _time_rows(spec, xproj), _Rows(H), _Rows(C), _Rows(A), _Rows(TC)
+        hd = _Rows(HD) if HD is not None else None
+        k = _Rows(keep) if keep is not None else None
+        prm = _p(rm) if rm is not None else None
+        matmul = np.matmul
+        for t in range(T):
+            matmul(Hd[t], U, out=A[t])
+            step(
+                a[t], x[t], h[t], c[t], h[t + 1], c[t + 1], tc[t],
+                k[t] if k is not None else None, prm, hd[t + 1] if hd is not None else None,
+                B, u,
+            )  # fmt: skip
+        s = _Saved()
+        s.H, s.HD, s.C, s.A, s.TC, s.U, s.keep, s.rm = H, HD, C, A, TC, U, keep, rm
+        outputs = (H[T], C[T])
+        if spec.return_sequences:
+            outputs = (H[1:],) + outputs
+        return outputs, s
+
+    def backward(self, spec, s, d_seq, d_h, d_c, needs):
+        if not isinstance(s, _Saved):
+            return super().backward(spec, s, d_seq, d_h, d_c, needs)
+        with _loop_blas(s.H.shape[1], s.U.shape[0]):
+            return self._compiled_backward(spec, s, d_seq, d_h, d_c, needs)
+
+    def _compiled_backward(self, spec, s, d_seq, d_h, d_c, needs):
+        A, U = s.A, s.U
+        T, B, G = A.shape
+        u = G // 4
+        dt = A.dtype
+        step = function("lstm_backward_step", dt)
+        d_seq = _gradient_input(d_seq, T, B, u, dt)
+        dh = _state(d_h, (B, u), dt)
+        dc = _state(d_c, (B, u), dt)
+        keep_h = np.empty((B, u), dt) if s.keep is not None else None
+        dZ = pooled((T, B, G), dt)
+        UT = U.T
+        kernel_grad = _KernelGradient(_recurrent_inputs(s), dZ, needs[1], _loop_worker(T, B, u, G))
+        wants_state = needs[3] or needs[4]
+        a, c, tc, dz = _Rows(A), _Rows(s.C), _Rows(s.TC), _Rows(dZ)
+        q = _Rows(d_seq) if d_seq is not None else None
+        k = _Rows(s.keep) if s.keep is not None else None
+        prm = _p(s.rm) if s.rm is not None else None
+        pdh, pdc = _p(dh), _p(dc)
+        pkh = _p(keep_h) if keep_h is not None else None
+        matmul = np.matmul
+        for t in range(T - 1, -1, -1):
+            step(
+                pdh, t == T - 1, q[t] if q is not None else None, prm, pkh, pdc,
+                a[t], c[t], tc[t], k[t] if k is not None else None, dz[t], B, u,
+            )  # fmt: skip
+            if t == 0 and not wants_state:  # the first layer's zero initial state
+                kernel_grad.step_done(t)
+                return _finish_dx(spec, dZ), kernel_grad.result(), None, None, None
+            matmul(dZ[t], UT, out=dh)
+            kernel_grad.step_done(t)
+        function("rnn_finish_dh", dt)(pdh, None, prm, None, pkh, B * u)
+        return _finish_dx(spec, dZ), kernel_grad.result(), None, dh, dc
+
+
+CPU_RNN_KERNELS = {"lstm_sequence": CompiledLSTMSequence()}

@@ -1,0 +1,443 @@
+// One time step of the recurrent sequence ops (LSTM, GRU, SimpleRNN; dlx/ops/recurrent.py)
+// after its recurrent matrix product: the gate math of a step in one pass, where NumPy
+// makes a dozen. The products stay in NumPy/OpenBLAS (backends/cpu_rnn.py calls them
+// between the steps).
+//
+// Layouts (all C-contiguous, one step's rows): gates and products (B, G*u) in Keras gate
+// order (LSTM i, f, c, o; GRU z, r, h); states (B, u); `keep` (B,) the step's mask as
+// 0/1 (nullptr: no mask); `rm` (B, u) the recurrent dropout mask (nullptr: none). Masks
+// follow the generic op: the forward selects the carried state, the backward multiplies
+// by the mask and by 1 - mask (so NaN and inf propagate as there).
+//
+// Backward steps begin by assembling the state gradient `dh` of the step from what the
+// previous (later) step left: `dh` holds that step's product with U^T (`first`: the
+// incoming gradient as it is), and, as the generic op does,
+//   dh = direct + (raw + extra) * rm + keep_h, then dh += d_seq[t]
+// where `direct` (GRU: dh * z), `extra` (GRU without reset_after: drh * r) and `keep_h`
+// (masked steps: the part of dh carried past the step) were written by that step.
+#include "common.h"
+#include "gate_math.h"
+
+namespace dlx_cpu {
+
+// The state gradient entering a backward step, in place over one row of n entries (see the
+// file comment); null pointers: terms that do not occur. Loops of their own: inside the gate
+// loops these loop-invariant branches stop GCC's vectorizer.
+template <typename T>
+void assemble(T* dh, bool first, const T* extra, const T* rm, const T* direct,
+              const T* keep_h, const T* dseq, index_t n) {
+    if (!first) {
+        if (extra) {
+#pragma omp simd
+            for (index_t j = 0; j < n; ++j) dh[j] = dh[j] + extra[j];
+        }
+        if (rm) {
+#pragma omp simd
+            for (index_t j = 0; j < n; ++j) dh[j] = dh[j] * rm[j];
+        }
+        if (direct) {
+#pragma omp simd
+            for (index_t j = 0; j < n; ++j) dh[j] = direct[j] + dh[j];
+        }
+        if (keep_h) {
+#pragma omp simd
+            for (index_t j = 0; j < n; ++j) dh[j] = dh[j] + keep_h[j];
+        }
+    }
+    if (dseq) {
+#pragma omp simd
+        for (index_t j = 0; j < n; ++j) dh[j] = dh[j] + dseq[j];
+    }
+}
+
+// The gradient of the initial state after the last backward step (n = B * u entries).
+template <typename T>
+void finish_dh(T* dh, const T* extra, const T* rm, const T* direct, const T* keep_h,
+               index_t n) {
+    assemble<T>(dh, false, extra, rm, direct, keep_h, nullptr, n);
+}
+
+// Elementwise gate functions (tests compare them with NumPy's).
+template <typename T>
+void sigmoid(const T* x, T* y, index_t n) {
+#pragma omp simd
+    for (index_t j = 0; j < n; ++j) y[j] = gate::sigmoid(x[j]);
+}
+
+template <typename T>
+void tanh(const T* x, T* y, index_t n) {
+#pragma omp simd
+    for (index_t j = 0; j < n; ++j) y[j] = gate::tanh(x[j]);
+}
+
+// ---------------------------------------------------------------------------------------
+// LSTM
+
+// gates (B, 4u): in, hd @ U; out, the activated gates i, f, g, o. x: the step's xproj rows
+// (B, 4u). Writes c = f*c_prev + i*g, tc = tanh(c) (unmasked: backward needs them), and h,
+// c masked; hd_next = h * rm when rm is given.
+template <typename T>
+void lstm_forward_step(T* gates, const T* x, const T* h_prev, const T* c_prev, T* h, T* c,
+                       T* tc, const T* keep, const T* rm, T* hd_next, index_t B, index_t u) {
+    for (index_t b = 0; b < B; ++b) {
+        T* g = gates + b * 4 * u;
+        const T* xb = x + b * 4 * u;
+        const index_t s = b * u;
+        const T km = keep ? keep[b] : T(1);  // a float (a bool here stops vectorization)
+#pragma omp simd
+        for (index_t j = 0; j < u; ++j) {
+            const T i = gate::sigmoid(xb[j] + g[j]);
+            const T f = gate::sigmoid(xb[u + j] + g[u + j]);
+            const T gg = gate::tanh(xb[2 * u + j] + g[2 * u + j]);
+            const T o = gate::sigmoid(xb[3 * u + j] + g[3 * u + j]);
+            g[j] = i;
+            g[u + j] = f;
+            g[2 * u + j] = gg;
+            g[3 * u + j] = o;
+            const T cn = f * c_prev[s + j] + i * gg;
+            const T t = gate::tanh(cn);
+            tc[s + j] = t;
+            const T hn = o * t;
+            h[s + j] = km != T(0) ? hn : h_prev[s + j];
+            c[s + j] = km != T(0) ? cn : c_prev[s + j];
+        }
+        if (rm) {
+#pragma omp simd
+            for (index_t j = 0; j < u; ++j) hd_next[s + j] = h[s + j] * rm[j + s];
+        }
+    }
+}
+
+// dh (B, u): in, the previous step's product (see assemble). dc (B, u): in/out, the cell
+// gradient. keep_h (B, u): in/out when keep is given. gates, c_prev, tc: the step's saved
+// values. dz (B, 4u): out, the gradient of the pre-activations (= of xproj's rows).
+template <typename T, bool masked>
+inline void lstm_backward_row(T* dh, bool first, const T* dseq, const T* rm, T* keep_h, T* dc,
+                              const T* g, const T* c_prev, const T* tc, T m, T* d, index_t u) {
+    assemble<T>(dh, first, nullptr, rm, nullptr, keep_h, dseq, u);
+#pragma omp simd
+    for (index_t j = 0; j < u; ++j) {
+        T dhj = dh[j];
+        T dcj = dc[j];
+        T kc = T(0);
+        if (masked) {
+            keep_h[j] = dhj * (T(1) - m);
+            kc = dcj * (T(1) - m);
+            dhj = dhj * m;
+            dcj = dcj * m;
+        }
+        const T i = g[j], f = g[u + j], gg = g[2 * u + j], o = g[3 * u + j];
+        const T t = tc[j];
+        dcj = dcj + dhj * o * (T(1) - t * t);
+        d[j] = dcj * gg * (i * (T(1) - i));
+        d[u + j] = dcj * c_prev[j] * (f * (T(1) - f));
+        d[2 * u + j] = dcj * i * (T(1) - gg * gg);
+        d[3 * u + j] = dhj * t * (o * (T(1) - o));
+        dcj = dcj * f;
+        dc[j] = masked ? dcj + kc : dcj;
+    }
+}
+
+// dh (B, u): in, the previous step's product (see assemble). dc (B, u): in/out, the cell
+// gradient. keep_h (B, u): in/out when keep is given. gates, c_prev, tc: the step's saved
+// values. dz (B, 4u): out, the gradient of the pre-activations (= of xproj's rows).
+template <typename T>
+void lstm_backward_step(T* dh, bool first, const T* dseq, const T* rm, T* keep_h, T* dc,
+                        const T* gates, const T* c_prev, const T* tc, const T* keep, T* dz,
+                        index_t B, index_t u) {
+    for (index_t b = 0; b < B; ++b) {
+        const index_t s = b * u;
+        const T* r = rm ? rm + s : nullptr;
+        const T* q = dseq ? dseq + s : nullptr;
+        if (keep) {
+            lstm_backward_row<T, true>(dh + s, first, q, r, keep_h + s, dc + s,
+                                       gates + b * 4 * u, c_prev + s, tc + s, keep[b],
+                                       dz + b * 4 * u, u);
+        } else {
+            lstm_backward_row<T, false>(dh + s, first, q, r, nullptr, dc + s, gates + b * 4 * u,
+                                        c_prev + s, tc + s, T(1), dz + b * 4 * u, u);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// GRU
+
+// reset_after: inner (B, 3u): in, hd @ U; out, z, r and ih = (hd @ U)_h + b_h. rbias (3u)
+// or null. hh (B, u): out, the candidate.
+template <typename T>
+void gru_forward_step(T* inner, const T* x, const T* rbias, const T* h_prev, T* hh, T* h,
+                      const T* keep, const T* rm, T* hd_next, index_t B, index_t u) {
+    for (index_t b = 0; b < B; ++b) {
+        T* a = inner + b * 3 * u;
+        const T* xb = x + b * 3 * u;
+        const index_t s = b * u;
+        const T km = keep ? keep[b] : T(1);  // a float (a bool here stops vectorization)
+#pragma omp simd
+        for (index_t j = 0; j < u; ++j) {
+            T iz = a[j], ir = a[u + j], ih = a[2 * u + j];
+            if (rbias) {
+                iz = iz + rbias[j];
+                ir = ir + rbias[u + j];
+                ih = ih + rbias[2 * u + j];
+            }
+            const T z = gate::sigmoid(xb[j] + iz);
+            const T r = gate::sigmoid(xb[u + j] + ir);
+            const T c = gate::tanh(xb[2 * u + j] + r * ih);
+            a[j] = z;
+            a[u + j] = r;
+            a[2 * u + j] = ih;
+            hh[s + j] = c;
+            const T hn = z * h_prev[s + j] + (T(1) - z) * c;
+            h[s + j] = km != T(0) ? hn : h_prev[s + j];
+        }
+        if (rm) {
+#pragma omp simd
+            for (index_t j = 0; j < u; ++j) hd_next[s + j] = h[s + j] * rm[j + s];
+        }
+    }
+}
+
+// Without reset_after, first half: zr (B, 2u): in, hd @ U[:, :2u]; out, z, r. rh (B, u):
+// out, r * hd (the left factor of the candidate's product).
+template <typename T>
+void gru_gates_step(T* zr, const T* x, const T* hd, T* rh, index_t B, index_t u) {
+    for (index_t b = 0; b < B; ++b) {
+        T* a = zr + b * 2 * u;
+        const T* xb = x + b * 3 * u;
+        const index_t s = b * u;
+#pragma omp simd
+        for (index_t j = 0; j < u; ++j) {
+            const T z = gate::sigmoid(xb[j] + a[j]);
+            const T r = gate::sigmoid(xb[u + j] + a[u + j]);
+            a[j] = z;
+            a[u + j] = r;
+            rh[s + j] = r * hd[s + j];
+        }
+    }
+}
+
+// Without reset_after, second half: hh (B, u): in, (r * hd) @ U[:, 2u:]; out, the candidate.
+template <typename T>
+void gru_candidate_step(T* hh, const T* x, const T* zr, const T* h_prev, T* h, const T* keep,
+                        const T* rm, T* hd_next, index_t B, index_t u) {
+    for (index_t b = 0; b < B; ++b) {
+        const T* a = zr + b * 2 * u;
+        const T* xb = x + b * 3 * u;
+        const index_t s = b * u;
+        const T km = keep ? keep[b] : T(1);  // a float (a bool here stops vectorization)
+#pragma omp simd
+        for (index_t j = 0; j < u; ++j) {
+            const T c = gate::tanh(xb[2 * u + j] + hh[s + j]);
+            hh[s + j] = c;
+            const T z = a[j];
+            const T hn = z * h_prev[s + j] + (T(1) - z) * c;
+            h[s + j] = km != T(0) ? hn : h_prev[s + j];
+        }
+        if (rm) {
+#pragma omp simd
+            for (index_t j = 0; j < u; ++j) hd_next[s + j] = h[s + j] * rm[j + s];
+        }
+    }
+}
+
+template <typename T, bool masked, bool after>
+inline void gru_backward_row(T* dh, bool first, const T* dseq, const T* rm, T* keep_h,
+                             T* direct, const T* extra, const T* a, const T* h_prev,
+                             const T* hh, T m, T* d, T* dx, index_t u) {
+    assemble<T>(dh, first, extra, rm, direct, keep_h, dseq, u);
+#pragma omp simd
+    for (index_t j = 0; j < u; ++j) {
+        T dhj = dh[j];
+        if (masked) {
+            keep_h[j] = dhj * (T(1) - m);
+            dhj = dhj * m;
+        }
+        const T z = a[j];
+        const T c = hh[j];
+        const T daz = dhj * (h_prev[j] - c) * (z * (T(1) - z));
+        const T dah = dhj * (T(1) - z) * (T(1) - c * c);
+        direct[j] = dhj * z;
+        d[j] = daz;
+        if (after) {
+            const T r = a[u + j];
+            const T dar = dah * a[2 * u + j] * (r * (T(1) - r));
+            d[u + j] = dar;
+            d[2 * u + j] = dah * r;
+            dx[j] = daz;
+            dx[u + j] = dar;
+            dx[2 * u + j] = dah;
+        } else {
+            d[2 * u + j] = dah;
+        }
+    }
+}
+
+// Backward, first part (both variants). a (B, S): the step's saved z, r (and ih with
+// reset_after, S = 3u; S = 2u without). Writes into di (B, 3u) daz, and with reset_after
+// also dar and dah * r (what multiplies U^T), else dah in the last block; dx (B, 3u), with
+// reset_after only: daz, dar, dah. direct (B, u): in, the previous step's dh * z; out, this
+// step's. extra: the previous step's drh * r (GRU without reset_after; else null).
+template <typename T>
+void gru_backward_step(T* dh, bool first, const T* dseq, const T* rm, T* keep_h,
+                       T* direct, const T* extra, const T* a, index_t S, const T* h_prev,
+                       const T* hh, const T* keep, T* di, T* dx, index_t B, index_t u) {
+    const bool after = S == 3 * u;
+    for (index_t b = 0; b < B; ++b) {
+        const index_t s = b * u;
+        const T* r = rm ? rm + s : nullptr;
+        const T* q = dseq ? dseq + s : nullptr;
+        const T* e = extra ? extra + s : nullptr;
+        T* kh = keep ? keep_h + s : nullptr;
+        const T m = keep ? keep[b] : T(1);
+        T* d = di + b * 3 * u;
+        const T* ab = a + b * S;
+        if (after) {
+            T* x = dx + b * 3 * u;
+            if (keep)
+                gru_backward_row<T, true, true>(dh + s, first, q, r, kh, direct + s, e, ab,
+                                                h_prev + s, hh + s, m, d, x, u);
+            else
+                gru_backward_row<T, false, true>(dh + s, first, q, r, kh, direct + s, e, ab,
+                                                 h_prev + s, hh + s, m, d, x, u);
+        } else {
+            if (keep)
+                gru_backward_row<T, true, false>(dh + s, first, q, r, kh, direct + s, e, ab,
+                                                 h_prev + s, hh + s, m, d, nullptr, u);
+            else
+                gru_backward_row<T, false, false>(dh + s, first, q, r, kh, direct + s, e, ab,
+                                                  h_prev + s, hh + s, m, d, nullptr, u);
+        }
+    }
+}
+
+// Without reset_after, second part: drh (B, u) = dah @ U[:, 2u:]^T; writes dar into di's
+// middle block and extra = drh * r.
+template <typename T>
+void gru_reset_step(const T* drh, const T* zr, const T* hd, T* di, T* extra, index_t B,
+                    index_t u) {
+    for (index_t b = 0; b < B; ++b) {
+        const T* a = zr + b * 2 * u;
+        T* d = di + b * 3 * u;
+        const index_t s = b * u;
+#pragma omp simd
+        for (index_t j = 0; j < u; ++j) {
+            const T r = a[u + j];
+            d[u + j] = drh[s + j] * hd[s + j] * (r * (T(1) - r));
+            extra[s + j] = drh[s + j] * r;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// SimpleRNN (tanh)
+
+// a (B, u): in, hd @ U; out, tanh(x + hd @ U).
+template <typename T>
+void rnn_forward_step(T* a, const T* x, const T* h_prev, T* h, const T* keep, const T* rm,
+                      T* hd_next, index_t B, index_t u) {
+    for (index_t b = 0; b < B; ++b) {
+        const index_t s = b * u;
+        const T km = keep ? keep[b] : T(1);  // a float (a bool here stops vectorization)
+#pragma omp simd
+        for (index_t j = 0; j < u; ++j) {
+            const T y = gate::tanh(x[s + j] + a[s + j]);
+            a[s + j] = y;
+            h[s + j] = km != T(0) ? y : h_prev[s + j];
+        }
+        if (rm) {
+#pragma omp simd
+            for (index_t j = 0; j < u; ++j) hd_next[s + j] = h[s + j] * rm[j + s];
+        }
+    }
+}
+
+template <typename T>
+void rnn_backward_step(T* dh, bool first, const T* dseq, const T* rm, T* keep_h,
+                       const T* a, const T* keep, T* da, index_t B, index_t u) {
+    for (index_t b = 0; b < B; ++b) {
+        const index_t s = b * u;
+        const T m = keep ? keep[b] : T(1);
+        const T* r = rm ? rm + s : nullptr;
+        const T* q = dseq ? dseq + s : nullptr;
+        assemble<T>(dh + s, first, nullptr, r, nullptr, keep ? keep_h + s : nullptr, q, u);
+#pragma omp simd
+        for (index_t j = 0; j < u; ++j) {
+            T dhj = dh[s + j];
+            if (keep) {
+                keep_h[s + j] = dhj * (T(1) - m);
+                dhj = dhj * m;
+            }
+            const T y = a[s + j];
+            da[s + j] = dhj * (T(1) - y * y);
+        }
+    }
+}
+
+}  // namespace dlx_cpu
+
+using dlx_cpu::index_t;
+
+#define DLX_RECURRENT(T, suffix)                                                               \
+    extern "C" void dlx_sigmoid_##suffix(const T* x, T* y, index_t n) {                        \
+        dlx_cpu::sigmoid<T>(x, y, n);                                                          \
+    }                                                                                          \
+    extern "C" void dlx_tanh_##suffix(const T* x, T* y, index_t n) { dlx_cpu::tanh<T>(x, y, n); } \
+    extern "C" void dlx_rnn_finish_dh_##suffix(T* dh, const T* extra, const T* rm,             \
+                                               const T* direct, const T* keep_h, index_t n) {  \
+        dlx_cpu::finish_dh<T>(dh, extra, rm, direct, keep_h, n);                               \
+    }                                                                                          \
+    extern "C" void dlx_lstm_forward_step_##suffix(                                            \
+        T* gates, const T* x, const T* h_prev, const T* c_prev, T* h, T* c, T* tc,             \
+        const T* keep, const T* rm, T* hd_next, index_t B, index_t u) {                        \
+        dlx_cpu::lstm_forward_step<T>(gates, x, h_prev, c_prev, h, c, tc, keep, rm, hd_next,  \
+                                      B, u);                                                   \
+    }                                                                                          \
+    extern "C" void dlx_lstm_backward_step_##suffix(                                           \
+        T* dh, index_t first, const T* dseq, const T* rm, T* keep_h, T* dc,              \
+        const T* gates, const T* c_prev, const T* tc, const T* keep, T* dz, index_t B,         \
+        index_t u) {                                                                           \
+        dlx_cpu::lstm_backward_step<T>(dh, first != 0, dseq, rm, keep_h, dc, gates, c_prev,   \
+                                       tc, keep, dz, B, u);                                    \
+    }                                                                                          \
+    extern "C" void dlx_gru_forward_step_##suffix(T* inner, const T* x, const T* rbias,        \
+                                                  const T* h_prev, T* hh, T* h, const T* keep, \
+                                                  const T* rm, T* hd_next, index_t B,          \
+                                                  index_t u) {                                 \
+        dlx_cpu::gru_forward_step<T>(inner, x, rbias, h_prev, hh, h, keep, rm, hd_next, B, u); \
+    }                                                                                          \
+    extern "C" void dlx_gru_gates_step_##suffix(T* zr, const T* x, const T* hd, T* rh,         \
+                                                index_t B, index_t u) {                        \
+        dlx_cpu::gru_gates_step<T>(zr, x, hd, rh, B, u);                                       \
+    }                                                                                          \
+    extern "C" void dlx_gru_candidate_step_##suffix(T* hh, const T* x, const T* zr,            \
+                                                    const T* h_prev, T* h, const T* keep,      \
+                                                    const T* rm, T* hd_next, index_t B,        \
+                                                    index_t u) {                               \
+        dlx_cpu::gru_candidate_step<T>(hh, x, zr, h_prev, h, keep, rm, hd_next, B, u);         \
+    }                                                                                          \
+    extern "C" void dlx_gru_backward_step_##suffix(                                            \
+        T* dh, index_t first, const T* dseq, const T* rm, T* keep_h, T* direct,          \
+        const T* extra, const T* a, index_t S, const T* h_prev, const T* hh, const T* keep,    \
+        T* di, T* dx, index_t B, index_t u) {                                                  \
+        dlx_cpu::gru_backward_step<T>(dh, first != 0, dseq, rm, keep_h, direct, extra, a, S,  \
+                                      h_prev, hh, keep, di, dx, B, u);                         \
+    }                                                                                          \
+    extern "C" void dlx_gru_reset_step_##suffix(const T* drh, const T* zr, const T* hd, T* di, \
+                                                T* extra, index_t B, index_t u) {              \
+        dlx_cpu::gru_reset_step<T>(drh, zr, hd, di, extra, B, u);                              \
+    }                                                                                          \
+    extern "C" void dlx_rnn_forward_step_##suffix(T* a, const T* x, const T* h_prev, T* h,     \
+                                                  const T* keep, const T* rm, T* hd_next,      \
+                                                  index_t B, index_t u) {                      \
+        dlx_cpu::rnn_forward_step<T>(a, x, h_prev, h, keep, rm, hd_next, B, u);                \
+    }                                                                                          \
+    extern "C" void dlx_rnn_backward_step_##suffix(T* dh, index_t first, const T* dseq,  \
+                                                   const T* rm, T* keep_h, const T* a,         \
+                                                   const T* keep, T* da, index_t B,            \
+                                                   index_t u) {                                \
+        dlx_cpu::rnn_backward_step<T>(dh, first != 0, dseq, rm, keep_h, a, keep, da, B, u);    \
+    }
+DLX_RECURRENT(float, f32)
+DLX_RECURRENT(double, f64)
+#undef DLX_RECURRENT
