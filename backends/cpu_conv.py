@@ -1,3 +1,237 @@
-"""Compiled CPU kernels for the conv ops (backends/cpu/). Filled in by its own change."""
+"""Compiled CPU kernels for the conv ops (``backends/cpu/convolution.cpp``).
 
-CPU_CONV_KERNELS = {}
+:class:`CompiledConv` is :class:`~.numpy_conv.NumpyConv` with its memory-bound
+parts in C++ and its matrix products left to NumPy (OpenBLAS):
+
+* im2col reads the unpadded input and writes the columns straight into a pooled
+  buffer (zeros where a window leaves the input; no padded copy of ``x``), in
+  the NumPy kernel's layouts: ``(M, Kp * C)`` rows, or for single-channel input
+  ``(Kp [+ 1], M)`` rows per kernel offset, handed on transposed (the extra row
+  of ones carries the bias through the product);
+* the input gradient is one product ``g2 @ w.reshape(Kp * C, F).T`` into a pooled
+  ``(M, Kp * C)`` buffer, then a gather (col2im) in which every input cell sums
+  the rows of the output cells it met, in the order of the NumPy kernel's window
+  additions -- no zeroed padded gradient, no crop, no scatter;
+* bias + ReLU in place in one pass; the bias gradient as column sums in double.
+  (The ReLU gradient stays NumPy's: after a max pool it is folded into the pool's
+  backward anyway.)
+
+Shapes and layouts are those of ``dlx.ops.convolution`` (channels_last arrays,
+kernels ``(*K, C // groups, F)``); 1D and 2D convolutions go to the C++ code as
+3D ones with leading axes of size 1. Groups other than 1, more than three
+spatial axes, dtypes other than float32/float64, and a missing compiler
+(``DLX_KERNELS=numpy``) fall back to the NumPy kernel (``super()``).
+"""
+
+import ctypes
+import math
+
+import numpy as np
+
+from . import cpu_library
+from .buffer_pool import pooled
+from .conv_transpose_from_conv import ConvTransposeFromConv
+from .numpy_conv import NumpyConv, _float, _out_size, _trim_zero_border
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int64
+_SOURCE = "convolution"
+_p = cpu_library.pointer
+_SIGNATURES = {
+    "im2col_rows": (_P, _P, _P, _I, _I),
+    "im2col_offsets": (_P, _P, _P, _I, _I, _I),
+    "col2im": (_P, _P, _P, _I, _I),
+    "bias_relu": (_P, _P, _I, _I, _I),
+    "bias_grad": (_P, _P, _I, _I),
+}
+
+
+def _function(name, dtype):
+    """The compiled ``name`` for ``dtype``, or None (then fall back)."""
+    from . import cpu_kernels  # here: cpu_kernels imports this module at its end
+
+    return cpu_kernels.compiled(_SOURCE, name, dtype, *_SIGNATURES[name])
+
+
+def _geometry(n, c, in_size, out_size, kernel_size, strides, dilation, before):
+    """The int64 geometry array of ``convolution.cpp`` (spatial axes padded to 3 in front)."""
+    lead = 3 - len(in_size)
+    values = [n, c]
+    for axis, fill in (
+        (in_size, 1),
+        (out_size, 1),
+        (kernel_size, 1),
+        (strides, 1),
+        (dilation, 1),
+        (before, 0),
+    ):
+        values.extend((fill,) * lead + tuple(axis))
+    return np.array(values, dtype=np.int64)
+
+
+class CompiledConv(NumpyConv):
+    """Kernel table entry ``"conv"``: :class:`NumpyConv` with im2col, col2im, bias + ReLU
+    and the bias gradient compiled (see the module docstring).
+
+    The forward goes through the rows in blocks of about ``block_bytes`` of columns and
+    outputs: im2col, product and bias + ReLU of one block run while it is in the cache.
+    The input gradient goes through the batch in such blocks of whole samples.
+    """
+
+    block_bytes = 1 << 20
+
+    # ------------------------------------------------------------------ helpers
+
+    def _columns(self, x, kernel_size, strides, dilation, pads, ones=False):
+        """``(cols, out_size, fill)``: ``cols`` as :func:`numpy_conv._im2col` gives them
+        (a pooled buffer or a view of it) but not written yet -- ``fill(r0, r1)`` writes
+        rows ``r0:r1`` -- or None when the compiled code does not handle the case."""
+        if len(kernel_size) > 3:
+            return None
+        n, c = x.shape[0], x.shape[-1]
+        kernel = _function("im2col_offsets" if c == 1 else "im2col_rows", x.dtype)
+        out_size = _out_size(x.shape[1:-1], kernel_size, strides, dilation, pads)
+        if kernel is None or any(o <= 0 for o in out_size) or n == 0 or c == 0:
+            return None
+        x = np.ascontiguousarray(x)
+        kp = math.prod(kernel_size)
+        m = n * math.prod(out_size)
+        if kp == 1 and all(s == 1 for s in strides) and all(b == a == 0 for b, a in pads):
+            return x.reshape(m, c), out_size, None
+        geometry = _geometry(
+            n, c, x.shape[1:-1], out_size, kernel_size, strides, dilation, [b for b, _ in pads]
+        )
+        if c == 1:
+            buffer = pooled((kp + 1 if ones else kp, m), x.dtype)
+            cols = buffer.T
+
+            def fill(r0, r1):
+                kernel(_p(x), _p(buffer), _p(geometry), int(ones), r0, r1)
+
+        else:
+            buffer = cols = pooled((m, kp * c), x.dtype)
+
+            def fill(r0, r1):
+                kernel(_p(x), _p(buffer), _p(geometry), r0, r1)
+
+        return cols, out_size, fill
+
+    def _im2col(self, x, kernel_size, strides, dilation, pads, ones=False):
+        """``(cols, out_size)`` as :func:`numpy_conv._im2col` gives them, or None."""
+        found = self._columns(x, kernel_size, strides, dilation, pads, ones)
+        if found is None:
+            return None
+        cols, out_size, fill = found
+        if fill is not None:
+            fill(0, cols.shape[0])
+        return cols, out_size
+
+    # ------------------------------------------------------------------ primitives
+
+    def forward(self, x, w, b, geometry, relu, keep):
+        strides, dilation, pads, groups = geometry
+        if groups != 1 or not _float(x, w, b):
+            return super().forward(x, w, b, geometry, relu, keep)
+        bias_relu = _function("bias_relu", x.dtype)
+        kernel_size = w.shape[:-2]
+        n, c, f = x.shape[0], x.shape[-1], w.shape[-1]
+        fold_bias = c == 1 and b is not None
+        found = None
+        if bias_relu is not None and f > 0:
+            found = self._columns(x, kernel_size, strides, dilation, pads, ones=fold_bias)
+        if found is None:
+            return super().forward(x, w, b, geometry, relu, keep)
+        cols, out_size, fill = found
+        kp = math.prod(kernel_size)
+        m = cols.shape[0]
+        y = pooled((m, f), x.dtype)
+        if fold_bias:
+            # the columns keep their ones: weight_and_bias_grad gets the bias gradient from them
+            weights = np.concatenate([w.reshape(kp, f), b.reshape(1, f)])
+            b = None
+        else:
+            weights = w.reshape(kp * c, f)
+        if b is not None:
+            b = np.ascontiguousarray(b)
+        after = b is not None or relu
+        step = max(1, self.block_bytes // ((cols.shape[1] + f) * x.dtype.itemsize))
+        if fill is None and not after:
+            step = m
+        y_at, row_bytes = _p(y), f * x.dtype.itemsize
+        for r0 in range(0, m, step):
+            r1 = min(m, r0 + step)
+            if fill is not None:
+                fill(r0, r1)
+            np.matmul(cols[r0:r1], weights, out=y[r0:r1])
+            if after:
+                bias_relu(
+                    y_at + r0 * row_bytes, None if b is None else _p(b), r1 - r0, f, int(relu)
+                )
+        return y.reshape((n,) + out_size + (f,)), (cols if keep else None)
+
+    def bias_grad(self, g):
+        """``sum(g)`` over every axis but the last, accumulated in double."""
+        kernel = _function("bias_grad", g.dtype) if _float(g) else None
+        if kernel is None:
+            return super().bias_grad(g)
+        g = np.ascontiguousarray(g)
+        f = g.shape[-1]
+        out = np.empty(f, g.dtype)
+        kernel(_p(g), _p(out), g.size // max(f, 1), f)
+        return out
+
+    def input_grad(self, g, w, geometry, x_shape):
+        strides, dilation, pads, groups = geometry
+        kernel_size = w.shape[:-2]
+        col2im = _function("col2im", g.dtype) if _float(g, w) else None
+        kp = math.prod(kernel_size)
+        single_product = (
+            kp == 1 and all(s == 1 for s in strides) and all(b == a == 0 for b, a in pads)
+        )
+        n, c, f = g.shape[0], x_shape[-1], w.shape[-1]
+        if (
+            col2im is None
+            or groups != 1
+            or len(kernel_size) > 3
+            or single_product
+            or min(g.shape) == 0
+            or c == 0
+        ):
+            return super().input_grad(g, w, geometry, x_shape)
+        # trailing all-zero output slices (a max pool over an odd size) meet no input
+        g2, out_size = _trim_zero_border(np.ascontiguousarray(g))
+        per_sample = math.prod(out_size)
+        samples = max(1, self.block_bytes // (per_sample * kp * c * g.dtype.itemsize))
+        samples = min(samples, n)
+        dcols = pooled((samples * per_sample, kp * c), g.dtype)
+        weights = w.reshape(kp * c, f).T
+        gx = pooled(tuple(x_shape), g.dtype)
+        geometry = _geometry(
+            n, c, x_shape[1:-1], out_size, kernel_size, strides, dilation, [b for b, _ in pads]
+        )
+        for n0 in range(0, n, samples):
+            n1 = min(n, n0 + samples)
+            rows = (n1 - n0) * per_sample
+            np.matmul(g2[n0 * per_sample : n0 * per_sample + rows], weights, out=dcols[:rows])
+            col2im(_p(dcols), _p(gx), _p(geometry), n0, n1)
+        return gx
+
+    def _weight_grad(self, x, g, geometry, w_shape, saved):
+        strides, dilation, pads, groups = geometry
+        if groups != 1 or not _float(x, g):
+            return super()._weight_grad(x, g, geometry, w_shape, saved)
+        cols = saved
+        if cols is None:
+            found = self._im2col(x, w_shape[:-2], strides, dilation, pads)
+            if found is None:
+                return super()._weight_grad(x, g, geometry, w_shape, saved)
+            cols = found[0]
+        m, width = cols.shape
+        product = cols.T @ g.reshape(m, g.shape[-1])
+        if width == math.prod(w_shape[:-1]):
+            return product.reshape(w_shape), None
+        return product[:-1].reshape(w_shape), product[-1]  # the last column held ones
+
+
+CONV = CompiledConv()
+CPU_CONV_KERNELS = {"conv": CONV, "conv_transpose": ConvTransposeFromConv(CONV)}

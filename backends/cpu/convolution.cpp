@@ -1,0 +1,257 @@
+// Convolution helpers around NumPy's matrix products (see backends/cpu_conv.py):
+// im2col straight from the unpadded input, a gather-based col2im, bias + ReLU in place and
+// the bias gradient, each in one pass over memory.
+//
+// Every array is channels_last and C-contiguous. 1D and 2D convolutions arrive as 3D ones
+// with leading spatial axes of size 1 (kernel 1, stride 1, dilation 1, no padding).
+// The geometry is one int64 array:
+//   [n, c, in_z, in_y, in_x, out_z, out_y, out_x, k_z, k_y, k_x,
+//    stride_z, stride_y, stride_x, dilation_z, dilation_y, dilation_x, pad_z, pad_y, pad_x]
+// where pad_* is the zero count before each axis (negative: that many cells cropped).
+// Input cell i meets output cell o and kernel offset k when i = o * stride + k * dilation - pad.
+#include <algorithm>
+
+#include "common.h"
+
+namespace dlx_cpu {
+
+struct ConvGeometry {
+    index_t n, c, in[3], out[3], k[3], s[3], d[3], pad[3];
+    explicit ConvGeometry(const index_t* g) : n(g[0]), c(g[1]) {
+        for (int a = 0; a < 3; ++a) {
+            in[a] = g[2 + a];
+            out[a] = g[5 + a];
+            k[a] = g[8 + a];
+            s[a] = g[11 + a];
+            d[a] = g[14 + a];
+            pad[a] = g[17 + a];
+        }
+    }
+    index_t kernel_cells() const { return k[0] * k[1] * k[2]; }
+};
+
+template <typename T>
+inline void copy_or_zero(T* dst, const T* src, index_t count) {
+    if (src != nullptr) {
+        std::memcpy(dst, src, sizeof(T) * count);
+    } else {
+        std::memset(dst, 0, sizeof(T) * count);
+    }
+}
+
+// Rows [r0, r1) of cols (N * O, Kp * C), row-major:
+// cols[(n, o), (k, ch)] = x[n, o * s + k * d - pad, ch], or 0 outside x.
+template <typename T>
+void im2col_rows(const T* x, T* cols, const index_t* geometry, index_t r0, index_t r1) {
+    const ConvGeometry g(geometry);
+    const index_t c = g.c, run = g.k[2] * c, kpc = g.kernel_cells() * c;
+    // the output cell of row r0, then counted up row by row
+    index_t ox = r0 % g.out[2], rest = r0 / g.out[2];
+    index_t oy = rest % g.out[1];
+    rest /= g.out[1];
+    index_t oz = rest % g.out[0], n = rest / g.out[0];
+    for (index_t r = r0; r < r1; ++r) {
+        T* dst = cols + r * kpc;
+        const T* xn = x + n * g.in[0] * g.in[1] * g.in[2] * c;
+        const index_t x0 = ox * g.s[2] - g.pad[2];
+        const bool whole_run = g.d[2] == 1 && x0 >= 0 && x0 + g.k[2] <= g.in[2];
+        for (index_t kz = 0; kz < g.k[0]; ++kz) {
+            const index_t iz = oz * g.s[0] + kz * g.d[0] - g.pad[0];
+            for (index_t ky = 0; ky < g.k[1]; ++ky, dst += run) {
+                const index_t iy = oy * g.s[1] + ky * g.d[1] - g.pad[1];
+                if (iz < 0 || iz >= g.in[0] || iy < 0 || iy >= g.in[1]) {
+                    std::memset(dst, 0, sizeof(T) * run);
+                    continue;
+                }
+                const T* line = xn + (iz * g.in[1] + iy) * g.in[2] * c;
+                if (whole_run) {
+                    std::memcpy(dst, line + x0 * c, sizeof(T) * run);
+                    continue;
+                }
+                for (index_t kx = 0; kx < g.k[2]; ++kx) {
+                    const index_t ix = x0 + kx * g.d[2];
+                    const bool inside = ix >= 0 && ix < g.in[2];
+                    copy_or_zero(dst + kx * c, inside ? line + ix * c : nullptr, c);
+                }
+            }
+        }
+        if (++ox == g.out[2]) {
+            ox = 0;
+            if (++oy == g.out[1]) {
+                oy = 0;
+                if (++oz == g.out[0]) {
+                    oz = 0;
+                    ++n;
+                }
+            }
+        }
+    }
+}
+
+// Single-channel input, one row per kernel offset: columns [r0, r1) of cols
+// (Kp + ones, N * O), row-major, cols[k, (n, o)] = x[n, o * s + k * d - pad] or 0; with
+// ones, a last row of ones.
+template <typename T>
+void im2col_offsets(const T* x, T* cols, const index_t* geometry, index_t ones, index_t r0,
+                    index_t r1) {
+    const ConvGeometry g(geometry);
+    const index_t m = g.n * g.out[0] * g.out[1] * g.out[2];
+    const index_t sx = g.s[2], width = g.out[2];
+    index_t k = 0;
+    for (index_t kz = 0; kz < g.k[0]; ++kz) {
+        for (index_t ky = 0; ky < g.k[1]; ++ky) {
+            for (index_t kx = 0; kx < g.k[2]; ++kx, ++k) {
+                // output columns ox in [lo, hi) read inside x along the last axis
+                const index_t shift = kx * g.d[2] - g.pad[2];  // ix = ox * sx + shift
+                index_t lo = shift >= 0 ? 0 : (-shift + sx - 1) / sx;
+                index_t hi = g.in[2] - shift <= 0 ? 0 : (g.in[2] - shift - 1) / sx + 1;
+                lo = std::min(lo, width);
+                hi = std::max(lo, std::min(hi, width));
+                T* row = cols + k * m;
+                // one output line (n, oz, oy) at a time, the first and last ones partly
+                for (index_t r = r0; r < r1;) {
+                    const index_t line_index = r / width, begin = r % width;
+                    const index_t end = std::min(width, begin + (r1 - r));
+                    T* dst = row + line_index * width;
+                    const index_t oy = line_index % g.out[1], rest = line_index / g.out[1];
+                    const index_t oz = rest % g.out[0], n = rest / g.out[0];
+                    r += end - begin;
+                    const index_t iz = oz * g.s[0] + kz * g.d[0] - g.pad[0];
+                    const index_t iy = oy * g.s[1] + ky * g.d[1] - g.pad[1];
+                    if (iz < 0 || iz >= g.in[0] || iy < 0 || iy >= g.in[1]) {
+                        for (index_t ox = begin; ox < end; ++ox) dst[ox] = T(0);
+                        continue;
+                    }
+                    const T* line = x + ((n * g.in[0] + iz) * g.in[1] + iy) * g.in[2] + shift;
+                    const index_t a = std::max(begin, std::min(lo, end));
+                    const index_t b = std::max(a, std::min(hi, end));
+                    for (index_t ox = begin; ox < a; ++ox) dst[ox] = T(0);
+                    if (sx == 1) {
+                        std::memcpy(dst + a, line + a, sizeof(T) * (b - a));
+                    } else {
+#pragma omp simd
+                        for (index_t ox = a; ox < b; ++ox) dst[ox] = line[ox * sx];
+                    }
+                    for (index_t ox = b; ox < end; ++ox) dst[ox] = T(0);
+                }
+            }
+        }
+    }
+    if (ones) {
+        T* row = cols + k * m;
+        for (index_t r = r0; r < r1; ++r) row[r] = T(1);
+    }
+}
+
+// The input gradient from the columns' gradient dcols (N * O, Kp * C): every input cell
+// gathers the rows of the output cells it met, kernel offsets in row-major order, starting
+// from 0 -- the order of the NumPy kernel's window additions. gx (N, *in, C); only samples
+// [n0, n1), whose rows dcols starts with (row (n0, 0) first).
+template <typename T>
+void col2im(const T* dcols, T* gx, const index_t* geometry, index_t n0, index_t n1) {
+    const ConvGeometry g(geometry);
+    const index_t c = g.c, kpc = g.kernel_cells() * c;
+    T* out = gx + n0 * g.in[0] * g.in[1] * g.in[2] * c;
+    for (index_t n = n0; n < n1; ++n) {
+        const T* rows = dcols + (n - n0) * g.out[0] * g.out[1] * g.out[2] * kpc;
+        for (index_t iz = 0; iz < g.in[0]; ++iz) {
+            for (index_t iy = 0; iy < g.in[1]; ++iy) {
+                for (index_t ix = 0; ix < g.in[2]; ++ix, out += c) {
+#pragma omp simd
+                    for (index_t ch = 0; ch < c; ++ch) out[ch] = T(0);
+                    for (index_t kz = 0; kz < g.k[0]; ++kz) {
+                        const index_t tz = iz + g.pad[0] - kz * g.d[0];
+                        if (tz < 0) break;
+                        const index_t oz = tz / g.s[0];
+                        if (oz * g.s[0] != tz || oz >= g.out[0]) continue;
+                        for (index_t ky = 0; ky < g.k[1]; ++ky) {
+                            const index_t ty = iy + g.pad[1] - ky * g.d[1];
+                            if (ty < 0) break;
+                            const index_t oy = ty / g.s[1];
+                            if (oy * g.s[1] != ty || oy >= g.out[1]) continue;
+                            for (index_t kx = 0; kx < g.k[2]; ++kx) {
+                                const index_t tx = ix + g.pad[2] - kx * g.d[2];
+                                if (tx < 0) break;
+                                const index_t ox = tx / g.s[2];
+                                if (ox * g.s[2] != tx || ox >= g.out[2]) continue;
+                                const T* src = rows + ((oz * g.out[1] + oy) * g.out[2] + ox) * kpc +
+                                               ((kz * g.k[1] + ky) * g.k[2] + kx) * c;
+#pragma omp simd
+                                for (index_t ch = 0; ch < c; ++ch) out[ch] += src[ch];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// y (M, F) in place: y + bias (when given), then max(y, 0) when relu (NaN passes).
+template <typename T>
+void bias_relu(T* y, const T* bias, index_t m, index_t f, index_t relu) {
+    if (bias != nullptr) {
+        for (index_t i = 0; i < m; ++i) {
+            T* row = y + i * f;
+            if (relu) {
+#pragma omp simd
+                for (index_t j = 0; j < f; ++j) {
+                    const T v = row[j] + bias[j];
+                    row[j] = v < T(0) ? T(0) : v;
+                }
+            } else {
+#pragma omp simd
+                for (index_t j = 0; j < f; ++j) row[j] += bias[j];
+            }
+        }
+    } else if (relu) {
+        const index_t size = m * f;
+#pragma omp simd
+        for (index_t i = 0; i < size; ++i) y[i] = y[i] < T(0) ? T(0) : y[i];
+    }
+}
+
+// out (F,) = the column sums of g (M, F), accumulated in double.
+template <typename T>
+void bias_grad(const T* g, T* out, index_t m, index_t f) {
+    constexpr index_t width = 64;
+    double sum[width];
+    for (index_t j0 = 0; j0 < f; j0 += width) {
+        const index_t w = std::min(width, f - j0);
+        for (index_t j = 0; j < w; ++j) sum[j] = 0.0;
+        for (index_t i = 0; i < m; ++i) {
+            const T* row = g + i * f + j0;
+#pragma omp simd
+            for (index_t j = 0; j < w; ++j) sum[j] += double(row[j]);
+        }
+        for (index_t j = 0; j < w; ++j) out[j0 + j] = T(sum[j]);
+    }
+}
+
+}  // namespace dlx_cpu
+
+#define DLX_CONVOLUTION(T, suffix)                                                           \
+    extern "C" void dlx_im2col_rows_##suffix(const T* x, T* cols, const dlx_cpu::index_t* g,  \
+                                             dlx_cpu::index_t r0, dlx_cpu::index_t r1) {     \
+        dlx_cpu::im2col_rows<T>(x, cols, g, r0, r1);                                         \
+    }                                                                                        \
+    extern "C" void dlx_im2col_offsets_##suffix(const T* x, T* cols, const dlx_cpu::index_t* g, \
+                                                dlx_cpu::index_t ones, dlx_cpu::index_t r0,  \
+                                                dlx_cpu::index_t r1) {                       \
+        dlx_cpu::im2col_offsets<T>(x, cols, g, ones, r0, r1);                                \
+    }                                                                                        \
+    extern "C" void dlx_col2im_##suffix(const T* dcols, T* gx, const dlx_cpu::index_t* g,    \
+                                        dlx_cpu::index_t n0, dlx_cpu::index_t n1) {          \
+        dlx_cpu::col2im<T>(dcols, gx, g, n0, n1);                                            \
+    }                                                                                        \
+    extern "C" void dlx_bias_relu_##suffix(T* y, const T* bias, dlx_cpu::index_t m,          \
+                                           dlx_cpu::index_t f, dlx_cpu::index_t relu) {      \
+        dlx_cpu::bias_relu<T>(y, bias, m, f, relu);                                          \
+    }                                                                                        \
+    extern "C" void dlx_bias_grad_##suffix(const T* g, T* out, dlx_cpu::index_t m,           \
+                                           dlx_cpu::index_t f) {                             \
+        dlx_cpu::bias_grad<T>(g, out, m, f);                                                 \
+    }
+DLX_CONVOLUTION(float, f32)
+DLX_CONVOLUTION(double, f64)
+#undef DLX_CONVOLUTION

@@ -1,0 +1,301 @@
+"""The compiled conv kernels (backends/cpu/convolution.cpp via backends/cpu_conv.py).
+
+Each primitive of ``CompiledConv`` is compared with the NumPy kernel it replaces
+(``NumpyConv``) and with the generic Array API code of ``dlx.ops.convolution``;
+a spy counts the calls of the compiled functions, so a silent fallback fails.
+"""
+
+import itertools
+import shutil
+
+import numpy as np
+import pytest
+from array_api_compat import numpy as xp
+from dlx.backends import cpu_conv, cpu_kernels, cpu_library
+from dlx.backends.numpy_conv import NumpyConv
+from helpers import check_layer_gradients
+
+import dlx
+from dlx import layers, ops
+from dlx.ops import convolution as generic
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(cpu_library.compiler_name()) is None, reason="no C++ compiler on this machine"
+)
+
+TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """The compiled kernels on; returns a dict ``{function name: calls}`` filled as they run."""
+    monkeypatch.delenv("DLX_KERNELS", raising=False)
+    cpu_kernels.forget()
+    counts = {}
+    real = cpu_kernels.compiled
+
+    def spy(source, name, dtype, *argtypes):
+        function = real(source, name, dtype, *argtypes)
+        if function is None or source != "convolution":
+            return function
+
+        def counted(*args):
+            counts[name] = counts.get(name, 0) + 1
+            return function(*args)
+
+        return counted
+
+    monkeypatch.setattr(cpu_kernels, "compiled", spy)
+    yield counts
+    monkeypatch.undo()
+    cpu_kernels.forget()
+
+
+def _close(actual, expected, dtype, what):
+    """rtol 1e-5 (float32) / 1e-12 (float64), and as much absolutely on the scale of the
+    values (sums that cancel)."""
+    rtol = TOLERANCE[dtype]["rtol"]
+    scale = float(np.max(np.abs(expected), initial=1.0))
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=str(what))
+
+
+def _geometry(spatial, kernel_size, strides, dilation, padding, groups=1):
+    pads = tuple(
+        generic.conv_padding(n, k, s, d, padding)
+        for n, k, s, d in zip(spatial, kernel_size, strides, dilation)
+    )
+    return tuple(strides), tuple(dilation), pads, groups
+
+
+def _copy(result):
+    """Results may be pooled buffers that the next call reuses: keep copies."""
+    if isinstance(result, tuple):
+        return tuple(_copy(r) for r in result)
+    return None if result is None else np.array(result)
+
+
+def _all_primitives(kernel, x, w, b, g, geometry, relu):
+    x_shape, w_shape = x.shape, w.shape
+    y, saved = kernel.forward(x, w, b, geometry, relu, True)
+    y = _copy(y)
+    y_plain = _copy(kernel.forward(x, w, b, geometry, relu, False)[0])
+    gx = _copy(kernel.input_grad(g, w, geometry, x_shape))
+    gw_saved = _copy(kernel.weight_grad(x, g, geometry, w_shape, saved))
+    gw = _copy(kernel.weight_grad(x, g, geometry, w_shape, None))
+    both = _copy(kernel.weight_and_bias_grad(x, g, geometry, w_shape, saved))
+    gb = _copy(kernel.bias_grad(g))
+    return [y, y_plain, gx, gw_saved, gw, both[0], both[1], gb]
+
+
+def _generic(x, w, b, g, geometry, relu):
+    y, _ = generic.conv_forward(xp, x, w, b, geometry, relu)
+    gx = generic.conv_input_grad(xp, g, w, geometry, x.shape)
+    gw = generic.conv_weight_grad(xp, x, g, geometry, w.shape)
+    gb = np.sum(g.reshape(-1, g.shape[-1]), axis=0)
+    return [y, y, gx, gw, gw, gw, gb, gb]
+
+
+def _case(rng, dtype, rank, channels, kernel_size, strides, dilation, padding, bias, filters=5):
+    spatial = (7, 6, 5)[:rank]
+    geometry = _geometry(spatial, kernel_size, strides, dilation, padding)
+    x = rng.standard_normal((3,) + spatial + (channels,)).astype(dtype)
+    w = rng.standard_normal(tuple(kernel_size) + (channels, filters)).astype(dtype)
+    b = rng.standard_normal(filters).astype(dtype) if bias else None
+    out = generic._out_size(x.shape, kernel_size, *geometry[:3])
+    g = rng.standard_normal((3,) + out + (filters,)).astype(dtype)
+    return x, w, b, g, geometry
+
+
+CASES = [
+    (rank, kernel, s, d, padding, channels)
+    for rank, kernel, s, d, padding, channels in itertools.product(
+        (1, 2, 3), ((3, 2, 2), (2, 3, 1)), (1, 2), (1, 2), ("valid", "same"), (1, 3)
+    )
+    if not (s > 1 and d > 1)
+]
+
+
+@pytest.mark.parametrize("rank,kernel,strides,dilation,padding,channels", CASES)
+def test_primitives_match_the_numpy_kernel_and_the_generic_code(
+    calls, rank, kernel, strides, dilation, padding, channels
+):
+    rng = np.random.default_rng(rank * 100 + strides * 10 + dilation + channels)
+    for dtype, bias, relu in itertools.product((np.float32, np.float64), (True, False), (0, 1)):
+        kernel_size = kernel[:rank]
+        x, w, b, g, geometry = _case(
+            rng,
+            dtype,
+            rank,
+            channels,
+            kernel_size,
+            (strides,) * rank,
+            (dilation,) * rank,
+            padding,
+            bias,
+        )
+        compiled = _all_primitives(cpu_conv.CONV, x, w, b, g, geometry, relu)
+        numpy = _all_primitives(NumpyConv(), x, w, b, g, geometry, relu)
+        reference = _generic(x, w, b, g, geometry, relu)
+        for index, (c, n, r) in enumerate(zip(compiled, numpy, reference)):
+            if index == 6 and (b is None or channels != 1):
+                continue  # weight_and_bias_grad's bias part: bias_grad unless folded
+            assert c.dtype == dtype and c.shape == n.shape == r.shape, index
+            _close(c, n, dtype, index)
+            _close(c, r, dtype, index)
+    for name in ("im2col_rows" if channels > 1 else "im2col_offsets", "col2im", "bias_grad"):
+        assert calls.get(name), (name, calls)
+
+
+def test_the_forward_is_bit_identical_to_the_numpy_kernel(calls):
+    """Same columns, same product; the input gradient adds in the same order."""
+    rng = np.random.default_rng(1)
+    for channels, padding in ((1, "valid"), (4, "same")):
+        x, w, b, g, geometry = _case(
+            rng, np.float32, 2, channels, (3, 3), (1, 1), (1, 1), padding, True, filters=8
+        )
+        y = _copy(cpu_conv.CONV.forward(x, w, b, geometry, True, False)[0])
+        np.testing.assert_array_equal(y, NumpyConv().forward(x, w, b, geometry, True, False)[0])
+    gx = _copy(cpu_conv.CONV.input_grad(g, w, geometry, x.shape))
+    # the NumPy kernel's products per kernel offset are slices of the one product
+    expected = NumpyConv().input_grad(g, w, geometry, x.shape)
+    np.testing.assert_allclose(gx, expected, rtol=1e-6, atol=1e-6)
+    assert calls["im2col_offsets"] and calls["im2col_rows"] and calls["bias_relu"]
+
+
+@pytest.mark.parametrize("block_bytes", [1, 300, 5000])
+def test_small_blocks_cover_every_row_and_sample(calls, monkeypatch, block_bytes):
+    monkeypatch.setattr(cpu_conv.CompiledConv, "block_bytes", block_bytes)
+    rng = np.random.default_rng(3)
+    for channels, relu in ((1, True), (3, False), (2, True)):
+        x, w, b, g, geometry = _case(
+            rng, np.float64, 2, channels, (3, 2), (2, 1), (1, 1), "same", True
+        )
+        compiled = _all_primitives(cpu_conv.CompiledConv(), x, w, b, g, geometry, relu)
+        numpy = _all_primitives(NumpyConv(), x, w, b, g, geometry, relu)
+        for c, n in zip(compiled, numpy):
+            np.testing.assert_allclose(c, n, rtol=1e-12, atol=1e-12)
+    assert calls["col2im"] > 3 and calls["bias_relu"] > 3
+
+
+def test_even_kernels_with_same_padding_and_cropping_pads(calls):
+    """Even kernels pad more after than before; a negative pad (from a transposed
+    convolution) crops."""
+    rng = np.random.default_rng(4)
+    for pads in (((0, 1), (1, 2)), ((2, -1), (0, -2)), ((-1, 0), (1, -1))):
+        geometry = ((2, 1), (1, 2), pads, 1)
+        x = rng.standard_normal((2, 9, 8, 3))
+        w = rng.standard_normal((2, 2, 3, 4))
+        out = generic._out_size(x.shape, (2, 2), *geometry[:3])
+        g = rng.standard_normal((2,) + out + (4,))
+        compiled = _all_primitives(cpu_conv.CONV, x, w, None, g, geometry, False)
+        reference = _generic(x, w, None, g, geometry, False)
+        for index, (c, r) in enumerate(zip(compiled, reference)):
+            if index != 6:
+                np.testing.assert_allclose(c, r, rtol=1e-12, atol=1e-12, err_msg=str(index))
+    assert calls["im2col_rows"] and calls["col2im"]
+
+
+def test_non_contiguous_inputs(calls):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 7, 6)).transpose(0, 2, 3, 1)  # channels_first data
+    w = rng.standard_normal((6, 3, 3, 5))[::2].transpose(1, 0, 2, 3)  # (3, 3, 3, 5) strided
+    b = rng.standard_normal(10)[::2]
+    geometry = _geometry((7, 6), (3, 3), (1, 1), (1, 1), "same")
+    g = rng.standard_normal((2, 5, 7, 6)).transpose(0, 2, 3, 1)
+    assert not (x.flags.c_contiguous or w.flags.c_contiguous or g.flags.c_contiguous)
+    compiled = _all_primitives(cpu_conv.CONV, x, w, b, g, geometry, True)
+    reference = _generic(x, w, b, g, geometry, True)
+    for index, (c, r) in enumerate(zip(compiled, reference)):
+        if index != 6:
+            np.testing.assert_allclose(c, r, rtol=1e-12, atol=1e-12, err_msg=str(index))
+    assert calls["im2col_rows"] and calls["col2im"] and calls["bias_relu"]
+
+
+def test_groups_fall_back_to_the_numpy_kernel(calls):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 6, 5, 4))
+    w = rng.standard_normal((3, 3, 2, 6))
+    b = rng.standard_normal(6)
+    geometry = ((1, 1), (1, 1), ((1, 1), (1, 1)), 2)
+    g = rng.standard_normal((2, 6, 5, 6))
+    compiled = _all_primitives(cpu_conv.CONV, x, w, b, g, geometry, True)
+    numpy = _all_primitives(NumpyConv(), x, w, b, g, geometry, True)
+    for c, n in zip(compiled[:6], numpy[:6]):
+        np.testing.assert_array_equal(c, n)
+    assert set(calls) <= {"bias_grad"}  # only the bias gradient, which has no groups
+
+
+def test_other_dtypes_and_no_compiler_fall_back(monkeypatch):
+    rng = np.random.default_rng(7)
+    x, w, b, g, geometry = _case(rng, np.float16, 2, 3, (3, 3), (1, 1), (1, 1), "same", True)
+    compiled = _all_primitives(cpu_conv.CONV, x, w, b, g, geometry, True)
+    numpy = _all_primitives(NumpyConv(), x, w, b, g, geometry, True)
+    for index, (c, n) in enumerate(zip(compiled, numpy)):
+        np.testing.assert_array_equal(c, n, err_msg=str(index))
+    monkeypatch.setenv("DLX_KERNELS", "numpy")
+    cpu_kernels.forget()
+    try:
+        x, w, b, g, geometry = _case(rng, np.float32, 2, 3, (3, 3), (1, 1), (1, 1), "same", True)
+        compiled = _all_primitives(cpu_conv.CONV, x, w, b, g, geometry, True)
+        numpy = _all_primitives(NumpyConv(), x, w, b, g, geometry, True)
+        for index, (c, n) in enumerate(zip(compiled, numpy)):
+            np.testing.assert_array_equal(c, n, err_msg=str(index))
+    finally:
+        monkeypatch.undo()
+        cpu_kernels.forget()
+
+
+def test_the_table_holds_one_instance_for_conv_and_conv_transpose(calls):
+    backend = dlx.set_backend("numpy")
+    conv = backend.kernel("conv")
+    assert isinstance(conv, cpu_conv.CompiledConv)
+    assert backend.kernel("conv_transpose").conv is conv
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_conv_transpose_through_the_compiled_instance(calls, rank):
+    rng = np.random.default_rng(8 + rank)
+    x = rng.standard_normal((2,) + (4, 3, 3)[:rank] + (3,))
+    w = rng.standard_normal((3, 2, 2)[:rank] + (5, 3))
+    b = rng.standard_normal(5)
+    results = []
+    for kernels in (True, False):
+        dlx.set_backend("numpy")
+        dlx.backends.set_kernels_enabled(kernels)
+        tensors = [dlx.Tensor(a, requires_grad=True) for a in (x, w, b)]
+        y = ops.conv_transpose(*tensors, strides=2, padding="same")
+        r = np.random.default_rng(0).standard_normal(y.shape)
+        (y * dlx.asarray(r)).sum().backward()
+        results.append([dlx.to_numpy(y)] + [dlx.to_numpy(t.grad) for t in tensors])
+    for fast, slow in zip(*results):
+        np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)
+    assert calls["col2im"] and calls["im2col_rows"]
+
+
+LAYER_CASES = [
+    (layers.Conv1D, dict(filters=3, kernel_size=2, strides=2, padding="same"), (2, 7, 2)),
+    (layers.Conv1D, dict(filters=2, kernel_size=3, dilation_rate=2, padding="causal"), (2, 8, 1)),
+    (
+        layers.Conv2D,
+        dict(filters=3, kernel_size=(2, 3), padding="same", activation="relu"),
+        (2, 5, 4, 1),
+    ),
+    (layers.Conv2D, dict(filters=2, kernel_size=3, strides=(2, 1)), (2, 6, 5, 3)),
+    (layers.Conv3D, dict(filters=2, kernel_size=2, padding="same"), (1, 3, 4, 3, 2)),
+    (
+        layers.Conv2DTranspose,
+        dict(filters=3, kernel_size=3, strides=2, padding="same"),
+        (2, 3, 3, 2),
+    ),
+    (layers.Conv2DTranspose, dict(filters=2, kernel_size=2, strides=3), (2, 3, 2, 2)),
+]
+
+
+@pytest.mark.parametrize("cls,kwargs,shape", LAYER_CASES)
+def test_float64_layer_gradients_through_the_compiled_kernels(calls, cls, kwargs, shape):
+    dlx.set_backend("numpy")
+    dlx.set_seed(0)
+    rng = np.random.default_rng(9)
+    layer = cls(dtype="float64", bias_initializer="random_normal", **kwargs)
+    check_layer_gradients(layer, rng.standard_normal(shape))
+    assert calls.get("col2im") and (calls.get("im2col_rows") or calls.get("im2col_offsets"))
