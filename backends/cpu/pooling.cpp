@@ -47,13 +47,21 @@ inline Span span(const Geometry& g, int a, index_t o) {
 // its valid cells; windows of each image in row-major order, or in reverse with `reverse`.
 template <typename F>
 void each_window(const Geometry& g, bool reverse, F&& f) {
-    const index_t per_image = g.out[0] * g.out[1] * g.out[2];
+    std::vector<Span> spans[3];
+    for (int a = 0; a < 3; ++a) {
+        for (index_t o = 0; o < g.out[a]; ++o) spans[a].push_back(span(g, a, o));
+    }
     for (index_t n = 0; n < g.n; ++n) {
-        for (index_t i = 0; i < per_image; ++i) {
-            const index_t j = reverse ? per_image - 1 - i : i;
-            const index_t ow = j % g.out[2], oh = (j / g.out[2]) % g.out[1];
-            const index_t od = j / (g.out[2] * g.out[1]);
-            f(n * per_image + j, n, span(g, 0, od), span(g, 1, oh), span(g, 2, ow));
+        for (index_t i = 0; i < g.out[0]; ++i) {
+            const index_t od = reverse ? g.out[0] - 1 - i : i;
+            for (index_t j = 0; j < g.out[1]; ++j) {
+                const index_t oh = reverse ? g.out[1] - 1 - j : j;
+                const index_t row = (n * g.out[0] + od) * g.out[1] + oh;
+                for (index_t l = 0; l < g.out[2]; ++l) {
+                    const index_t ow = reverse ? g.out[2] - 1 - l : l;
+                    f(row * g.out[2] + ow, n, spans[0][od], spans[1][oh], spans[2][ow]);
+                }
+            }
         }
     }
 }
@@ -64,68 +72,126 @@ inline index_t cell(const Geometry& g, index_t n, const Span& sd, index_t kd, co
     return ((n * g.in[0] + sd.start + kd) * g.in[1] + sh.start + kh) * g.in[2] + sw.start + kw;
 }
 
-inline std::uint8_t offset(const Geometry& g, index_t kd, index_t kh, index_t kw) {
-    return static_cast<std::uint8_t>((kd * g.k[1] + kh) * g.k[2] + kw);
-}
-
 inline index_t valid_cells(const Span& sd, const Span& sh, const Span& sw) {
     return (sd.hi - sd.lo) * (sh.hi - sh.lo) * (sw.hi - sw.lo);
 }
 
-// y = the maximum of each window (NaN when it holds one, as np.maximum gives; padded cells
-// count as -inf); hits (may be null) = the offset of the first cell equal to it.
+// The valid cells of each window in row-major kernel order: their first elements in x
+// (cell * c) and their kernel offsets (as T: compared with T values in the same vectors).
+// Windows clear of the padding take one precomputed list of offsets.
 template <typename T>
-void max_pool_forward(const T* x, T* y, std::uint8_t* hits, const index_t* geometry) {
-    const Geometry g(geometry);
-    const index_t c = g.c;
-    // the offsets as T while a window is scanned: compare and select stay one vector width
-    std::vector<T> scratch(hits ? c : 0);
-    T* best = scratch.data();
-    each_window(g, false, [&](index_t out, index_t n, Span sd, Span sh, Span sw) {
-        T* yr = y + out * c;
-        bool first = sd.lo == 0 && sh.lo == 0 && sw.lo == 0;
-        if (!first) {  // offset 0 is padding: -inf, and the hit of the NumPy kernel (lost)
-            std::fill(yr, yr + c, -std::numeric_limits<T>::infinity());
-            if (hits) std::fill(best, best + c, T(kNoHit));
-        }
-        for (index_t kd = sd.lo; kd < sd.hi; ++kd) {
-            for (index_t kh = sh.lo; kh < sh.hi; ++kh) {
-                for (index_t kw = sw.lo; kw < sw.hi; ++kw) {
-                    const T* xr = x + cell(g, n, sd, kd, sh, kh, sw, kw) * c;
-                    if (first) {
-                        std::copy(xr, xr + c, yr);
-                        if (hits) std::fill(best, best + c, T(0));
-                        first = false;
-                        continue;
-                    }
-                    // take v when it is larger, or NaN, unless the maximum is NaN already
-                    if (hits) {
-                        const T k = T(offset(g, kd, kh, kw));
-#pragma omp simd
-                        for (index_t i = 0; i < c; ++i) {
-                            const T v = xr[i], m = yr[i];
-                            const bool take = !(v <= m) && m == m;
-                            yr[i] = take ? v : m;
-                            best[i] = take ? k : best[i];
-                        }
-                    } else {
-#pragma omp simd
-                        for (index_t i = 0; i < c; ++i) {
-                            const T v = xr[i], m = yr[i];
-                            yr[i] = (!(v <= m) && m == m) ? v : m;
-                        }
-                    }
+class WindowCells {
+  public:
+    explicit WindowCells(const Geometry& g)
+        : g_(g), size_(g.k[0] * g.k[1] * g.k[2]), step_(size_), all_(size_), rows_(size_),
+          offsets_(size_) {
+        index_t j = 0;
+        for (index_t kd = 0; kd < g.k[0]; ++kd) {
+            for (index_t kh = 0; kh < g.k[1]; ++kh) {
+                for (index_t kw = 0; kw < g.k[2]; ++kw, ++j) {
+                    step_[j] = ((kd * g.in[1] + kh) * g.in[2] + kw) * g.c;
+                    all_[j] = T(j);
                 }
             }
         }
-        if (hits) {
-            std::uint8_t* hr = hits + out * c;
+    }
+
+    // Fills rows() and offsets() for one window; returns the number of its valid cells.
+    index_t operator()(index_t n, const Span& sd, const Span& sh, const Span& sw) {
+        const Geometry& g = g_;
+        if (sd.lo == 0 && sh.lo == 0 && sw.lo == 0 && sd.hi == g.k[0] && sh.hi == g.k[1] &&
+            sw.hi == g.k[2]) {
+            const index_t base = cell(g, n, sd, 0, sh, 0, sw, 0) * g.c;
+            for (index_t j = 0; j < size_; ++j) rows_[j] = base + step_[j];
+            offsets = all_.data();
+            return size_;
+        }
+        index_t m = 0;
+        for (index_t kd = sd.lo; kd < sd.hi; ++kd) {
+            for (index_t kh = sh.lo; kh < sh.hi; ++kh) {
+                for (index_t kw = sw.lo; kw < sw.hi; ++kw, ++m) {
+                    rows_[m] = cell(g, n, sd, kd, sh, kh, sw, kw) * g.c;
+                    offsets_[m] = T((kd * g.k[1] + kh) * g.k[2] + kw);
+                }
+            }
+        }
+        offsets = offsets_.data();
+        return m;
+    }
+
+    const index_t* rows() const { return rows_.data(); }
+    const T* offsets = nullptr;
+
+  private:
+    const Geometry& g_;
+    index_t size_;
+    std::vector<index_t> step_;
+    std::vector<T> all_;
+    std::vector<index_t> rows_;
+    std::vector<T> offsets_;
+};
+
+// y = the maximum of each window (NaN when it holds one, as np.maximum gives; padded cells
+// count as -inf); hits (with `keep`) = the offset of the first cell equal to it.
+template <typename T, bool keep>
+void max_forward_windows(const Geometry& g, const T* __restrict__ x, T* __restrict__ y,
+                         std::uint8_t* __restrict__ hits) {
+    const index_t c = g.c;
+    WindowCells<T> cells(g);
+    std::vector<T> scratch(c);  // the offsets as T while a window is scanned
+    T* __restrict__ at = scratch.data();
+    const T no_hit = T(kNoHit), inf = std::numeric_limits<T>::infinity();
+    each_window(g, false, [&](index_t out, index_t n, Span sd, Span sh, Span sw) {
+        const index_t m = cells(n, sd, sh, sw);
+        const index_t* r = cells.rows();
+        const T* k = cells.offsets;
+        T* __restrict__ yr = y + out * c;
+        // offset 0 in the padding: -inf, and the NumPy kernel's hit there (lost)
+        const bool padded = sd.lo > 0 || sh.lo > 0 || sw.lo > 0;
+        if (padded) {
 #pragma omp simd
             for (index_t i = 0; i < c; ++i) {
-                hr[i] = yr[i] != yr[i] ? kNoHit : static_cast<std::uint8_t>(best[i]);
+                yr[i] = -inf;
+                if (keep) at[i] = no_hit;
+            }
+        } else {
+            const T* x0 = x + r[0];
+#pragma omp simd
+            for (index_t i = 0; i < c; ++i) {
+                yr[i] = x0[i];
+                if (keep) at[i] = T(0);
+            }
+        }
+        for (index_t j = padded ? 0 : 1; j < m; ++j) {
+            const T* xr = x + r[j];
+            const T kj = k[j];
+#pragma omp simd
+            for (index_t i = 0; i < c; ++i) {
+                // take v when it is larger, or NaN, unless the maximum is NaN already
+                const T v = xr[i], b = yr[i];
+                const bool take = !(v <= b) && b == b;
+                yr[i] = take ? v : b;
+                if (keep) at[i] = take ? kj : at[i];
+            }
+        }
+        if (keep) {
+            std::uint8_t* __restrict__ hr = hits + out * c;
+#pragma omp simd
+            for (index_t i = 0; i < c; ++i) {
+                hr[i] = static_cast<std::uint8_t>(yr[i] != yr[i] ? no_hit : at[i]);
             }
         }
     });
+}
+
+template <typename T>
+void max_pool_forward(const T* x, T* y, std::uint8_t* hits, const index_t* geometry) {
+    const Geometry g(geometry);
+    if (hits) {
+        max_forward_windows<T, true>(g, x, y, hits);
+    } else {
+        max_forward_windows<T, false>(g, x, y, hits);
+    }
 }
 
 enum MaxBackwardFlags : index_t {
@@ -137,38 +203,40 @@ enum MaxBackwardFlags : index_t {
 };
 
 template <typename T, bool relu, bool keep_g, int mode>  // mode: 0 select, 1 multiply, 2 add
-inline void max_cell(T* xr, const T* gr, const T* yr, const std::uint8_t* hr, std::uint8_t k,
-                     index_t c) {
-#pragma omp simd
-    for (index_t i = 0; i < c; ++i) {
-        const bool blocked = relu && !(yr[i] > T(0));
-        const bool hit = hr[i] == k && !blocked;
-        const T gi = (blocked && !keep_g) ? T(0) : gr[i];
-        if (mode == 0) {
-            xr[i] = hit ? gi : T(0);
-        } else if (mode == 1) {
-            xr[i] = gi * (hit ? T(1) : T(0));
-        } else {
-            xr[i] += hit ? gi : T(0);
-        }
-    }
-}
-
-template <typename T, bool relu, bool keep_g, int mode>
-void max_backward_windows(const Geometry& g, const T* gy, const T* y, const std::uint8_t* hits,
-                          T* gx) {
+void max_backward_windows(const Geometry& g, const T* __restrict__ gy, const T* __restrict__ y,
+                          const std::uint8_t* __restrict__ hits, T* __restrict__ gx) {
     const index_t c = g.c;
+    WindowCells<T> cells(g);
+    std::vector<T> scratch(2 * c);  // a window's hit offsets and gradients
+    T* __restrict__ at = scratch.data();
+    T* __restrict__ gw = at + c;
     // overlapping windows: adding in reverse window order adds into each cell in the
     // order of the NumPy kernel (one pass per kernel offset, offsets in row-major order)
     each_window(g, mode == 2, [&](index_t out, index_t n, Span sd, Span sh, Span sw) {
+        const index_t m = cells(n, sd, sh, sw);
+        const index_t* r = cells.rows();
+        const T* k = cells.offsets;
         const T* gr = gy + out * c;
         const T* yr = y + out * c;
         const std::uint8_t* hr = hits + out * c;
-        for (index_t kd = sd.lo; kd < sd.hi; ++kd) {
-            for (index_t kh = sh.lo; kh < sh.hi; ++kh) {
-                for (index_t kw = sw.lo; kw < sw.hi; ++kw) {
-                    T* xr = gx + cell(g, n, sd, kd, sh, kh, sw, kw) * c;
-                    max_cell<T, relu, keep_g, mode>(xr, gr, yr, hr, offset(g, kd, kh, kw), c);
+#pragma omp simd
+        for (index_t i = 0; i < c; ++i) {
+            const bool blocked = relu && !(yr[i] > T(0));
+            at[i] = blocked ? T(kNoHit) : T(hr[i]);
+            gw[i] = (blocked && !keep_g) ? T(0) : gr[i];
+        }
+        for (index_t j = 0; j < m; ++j) {
+            T* __restrict__ xr = gx + r[j];
+            const T kj = k[j];
+#pragma omp simd
+            for (index_t i = 0; i < c; ++i) {
+                const bool hit = at[i] == kj;
+                if (mode == 0) {
+                    xr[i] = hit ? gw[i] : T(0);
+                } else if (mode == 1) {
+                    xr[i] = gw[i] * (hit ? T(1) : T(0));
+                } else {
+                    xr[i] += hit ? gw[i] : T(0);
                 }
             }
         }
