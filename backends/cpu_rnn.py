@@ -149,6 +149,15 @@ class _Saved:
     __slots__ = ("H", "HD", "C", "A", "TC", "HH", "RH", "U", "keep", "rm", "rbias")
 
 
+# whether the recurrent-kernel gradient is summed on the worker thread beside the loops
+# (as the NumPy kernels do) when they are large enough
+USE_WORKER = True
+
+
+def _worker(T, B, u, G):
+    return _loop_worker(T, B, u, G) if USE_WORKER else None
+
+
 def _recurrent_inputs(s):
     """``hd`` of every step (T, B, u): the states times the dropout mask when there is one."""
     T = s.A.shape[0]
@@ -229,7 +238,7 @@ class CompiledLSTMSequence(LSTMSequence):
         keep_h = np.empty((B, u), dt) if s.keep is not None else None
         dZ = pooled((T, B, G), dt)
         UT = U.T
-        kernel_grad = _KernelGradient(_recurrent_inputs(s), dZ, needs[1], _loop_worker(T, B, u, G))
+        kernel_grad = _KernelGradient(_recurrent_inputs(s), dZ, needs[1], _worker(T, B, u, G))
         wants_state = needs[3] or needs[4]
         a, c, tc, dz = _Rows(A), _Rows(s.C), _Rows(s.TC), _Rows(dZ)
         q = _Rows(d_seq) if d_seq is not None else None
@@ -252,4 +261,231 @@ class CompiledLSTMSequence(LSTMSequence):
         return _finish_dx(spec, dZ), kernel_grad.result(), None, dh, dc
 
 
-CPU_RNN_KERNELS = {"lstm_sequence": CompiledLSTMSequence()}
+class CompiledGRUSequence(GRUSequence):
+    """``gru_sequence`` (both ``reset_after`` variants) with the gate math of each step
+    compiled (see the module docstring)."""
+
+    def forward(self, spec, xproj, U, rbias, h0, c0):
+        dt = xproj.dtype
+        if not _compiled_inputs(spec, xproj, U, (h0,)) or (
+            rbias is not None and not isinstance(rbias, np.ndarray)
+        ):
+            return super().forward(spec, xproj, U, rbias, h0, c0)
+        names = (
+            ("gru_forward_step",) if spec.reset_after else ("gru_gates_step", "gru_candidate_step")
+        )
+        steps = [function(n, dt) for n in names + ("gru_backward_step", "gru_reset_step")]
+        if any(f is None for f in steps):
+            return super().forward(spec, xproj, U, rbias, h0, c0)
+        with _loop_blas(xproj.shape[1], U.shape[0]):
+            return self._compiled_forward(steps, spec, xproj, U, rbias, h0)
+
+    def _compiled_forward(self, steps, spec, xproj, U, rbias, h0):
+        T, B, G = xproj.shape
+        u = G // 3
+        dt = xproj.dtype
+        after = spec.reset_after
+        keep, rm = _masks(spec, dt, B)
+        H = pooled((T + 1, B, u), dt)
+        np.copyto(H[0], h0, casting="unsafe")
+        HD = None
+        if rm is not None:
+            HD = pooled((T + 1, B, u), dt)
+            np.multiply(H[0], rm, out=HD[0])
+        Hd = HD if HD is not None else H
+        A = pooled((T, B, G if after else 2 * u), dt)
+        HH = pooled((T, B, u), dt)
+        RH = None
+        x, h, a, hh = _time_rows(spec, xproj), _Rows(H), _Rows(A), _Rows(HH)
+        hd = _Rows(HD) if HD is not None else None
+        k = _Rows(keep) if keep is not None else None
+        prm = _p(rm) if rm is not None else None
+        matmul = np.matmul
+        if after:
+            rb = None
+            if rbias is not None:
+                rb = np.ascontiguousarray(rbias, dtype=dt).reshape(G)
+            prb = _p(rb) if rb is not None else None
+            step = steps[0]
+            for t in range(T):
+                matmul(Hd[t], U, out=A[t])
+                step(
+                    a[t], x[t], prb, h[t], hh[t], h[t + 1], k[t] if k is not None else None,
+                    prm, hd[t + 1] if hd is not None else None, B, u,
+                )  # fmt: skip
+        else:
+            gates, candidate = steps[0], steps[1]
+            U_zr, U_h = U[:, : 2 * u], U[:, 2 * u :]
+            RH = pooled((T, B, u), dt)
+            rh, hdr = _Rows(RH), hd if hd is not None else h
+            for t in range(T):
+                matmul(Hd[t], U_zr, out=A[t])
+                gates(a[t], x[t], hdr[t], rh[t], B, u)
+                matmul(RH[t], U_h, out=HH[t])
+                candidate(
+                    hh[t], x[t], a[t], h[t], h[t + 1], k[t] if k is not None else None, prm,
+                    hd[t + 1] if hd is not None else None, B, u,
+                )  # fmt: skip
+        s = _Saved()
+        s.H, s.HD, s.A, s.HH, s.RH, s.U = H, HD, A, HH, RH, U
+        s.keep, s.rm = keep, rm
+        outputs = (H[T],)
+        if spec.return_sequences:
+            outputs = (H[1:],) + outputs
+        return outputs, s
+
+    def backward(self, spec, s, d_seq, d_h, d_c, needs):
+        if not isinstance(s, _Saved):
+            return super().backward(spec, s, d_seq, d_h, d_c, needs)
+        with _loop_blas(s.H.shape[1], s.U.shape[0]):
+            return self._compiled_backward(spec, s, d_seq, d_h, needs)
+
+    def _compiled_backward(self, spec, s, d_seq, d_h, needs):
+        A, U = s.A, s.U
+        T, B, S = A.shape
+        u = U.shape[0]
+        dt = A.dtype
+        after = spec.reset_after
+        step = function("gru_backward_step", dt)
+        d_seq = _gradient_input(d_seq, T, B, u, dt)
+        dh = _state(d_h, (B, u), dt)
+        direct = np.empty((B, u), dt)
+        keep_h = np.empty((B, u), dt) if s.keep is not None else None
+        DI = pooled((T, B, 3 * u), dt)  # what multiplies U^T (reset_after), else dz, dr, dah
+        DX = pooled((T, B, 3 * u), dt) if after else DI
+        worker = _worker(T, B, u, 3 * u)
+        Hd = _recurrent_inputs(s)
+        if after:
+            grads = [_KernelGradient(Hd, DI, needs[1], worker)]
+        else:
+            grads = [
+                _KernelGradient(Hd, DI[:, :, : 2 * u], needs[1], worker),
+                _KernelGradient(s.RH, DI[:, :, 2 * u :], needs[1], worker),
+            ]
+        a, h, hh, di, dx = _Rows(A), _Rows(s.H), _Rows(s.HH), _Rows(DI), _Rows(DX)
+        q = _Rows(d_seq) if d_seq is not None else None
+        k = _Rows(s.keep) if s.keep is not None else None
+        prm = _p(s.rm) if s.rm is not None else None
+        pdh, pdir = _p(dh), _p(direct)
+        pkh = _p(keep_h) if keep_h is not None else None
+        matmul = np.matmul
+        if after:
+            UT = U.T
+            for t in range(T - 1, -1, -1):
+                step(
+                    pdh, t == T - 1, q[t] if q is not None else None, prm, pkh, pdir, None,
+                    a[t], S, h[t], hh[t], k[t] if k is not None else None, di[t], dx[t], B, u,
+                )  # fmt: skip
+                matmul(DI[t], UT, out=dh)
+                grads[0].step_done(t)
+            pextra = None
+        else:
+            reset = function("gru_reset_step", dt)
+            UzrT, UhT = U[:, : 2 * u].T, U[:, 2 * u :].T
+            extra = np.empty((B, u), dt)
+            drh = np.empty((B, u), dt)
+            pextra, pdrh = _p(extra), _p(drh)
+            hdr = _Rows(Hd)
+            for t in range(T - 1, -1, -1):
+                step(
+                    pdh, t == T - 1, q[t] if q is not None else None, prm, pkh, pdir, pextra,
+                    a[t], S, h[t], hh[t], k[t] if k is not None else None, di[t], None, B, u,
+                )  # fmt: skip
+                matmul(DI[t, :, 2 * u :], UhT, out=drh)
+                reset(pdrh, a[t], hdr[t], di[t], pextra, B, u)
+                matmul(DI[t, :, : 2 * u], UzrT, out=dh)
+                for grad in grads:
+                    grad.step_done(t)
+        function("rnn_finish_dh", dt)(pdh, pextra, prm, pdir, pkh, B * u)
+        dU = drb = None
+        if needs[1]:
+            parts = [grad.result() for grad in grads]
+            dU = parts[0] if after else np.concatenate(parts, axis=1)
+        if after and needs[2]:
+            drb = np.add.reduce(DI.reshape(T * B, 3 * u), axis=0)
+        return _finish_dx(spec, DX), dU, drb, dh, None
+
+
+class CompiledRNNSequence(RNNSequence):
+    """``rnn_sequence`` (``tanh``) with the activation and masks of each step compiled."""
+
+    def forward(self, spec, xproj, U, rbias, h0, c0):
+        dt = xproj.dtype
+        if not _compiled_inputs(spec, xproj, U, (h0,), need_sigmoid=False):
+            return super().forward(spec, xproj, U, rbias, h0, c0)
+        step = function("rnn_forward_step", dt)
+        if step is None or function("rnn_backward_step", dt) is None:
+            return super().forward(spec, xproj, U, rbias, h0, c0)
+        with _loop_blas(xproj.shape[1], U.shape[0]):
+            return self._compiled_forward(step, spec, xproj, U, h0)
+
+    def _compiled_forward(self, step, spec, xproj, U, h0):
+        T, B, u = xproj.shape
+        dt = xproj.dtype
+        keep, rm = _masks(spec, dt, B)
+        H = pooled((T + 1, B, u), dt)
+        np.copyto(H[0], h0, casting="unsafe")
+        HD = None
+        if rm is not None:
+            HD = pooled((T + 1, B, u), dt)
+            np.multiply(H[0], rm, out=HD[0])
+        Hd = HD if HD is not None else H
+        A = pooled((T, B, u), dt)
+        x, h, a = _time_rows(spec, xproj), _Rows(H), _Rows(A)
+        hd = _Rows(HD) if HD is not None else None
+        k = _Rows(keep) if keep is not None else None
+        prm = _p(rm) if rm is not None else None
+        matmul = np.matmul
+        for t in range(T):
+            matmul(Hd[t], U, out=A[t])
+            step(
+                a[t], x[t], h[t], h[t + 1], k[t] if k is not None else None, prm,
+                hd[t + 1] if hd is not None else None, B, u,
+            )  # fmt: skip
+        s = _Saved()
+        s.H, s.HD, s.A, s.U, s.keep, s.rm = H, HD, A, U, keep, rm
+        outputs = (H[T],)
+        if spec.return_sequences:
+            outputs = (H[1:],) + outputs
+        return outputs, s
+
+    def backward(self, spec, s, d_seq, d_h, d_c, needs):
+        if not isinstance(s, _Saved):
+            return super().backward(spec, s, d_seq, d_h, d_c, needs)
+        with _loop_blas(s.H.shape[1], s.U.shape[0]):
+            return self._compiled_backward(spec, s, d_seq, d_h, needs)
+
+    def _compiled_backward(self, spec, s, d_seq, d_h, needs):
+        A, U = s.A, s.U
+        T, B, u = A.shape
+        dt = A.dtype
+        step = function("rnn_backward_step", dt)
+        d_seq = _gradient_input(d_seq, T, B, u, dt)
+        dh = _state(d_h, (B, u), dt)
+        keep_h = np.empty((B, u), dt) if s.keep is not None else None
+        dA = pooled((T, B, u), dt)
+        UT = U.T
+        kernel_grad = _KernelGradient(_recurrent_inputs(s), dA, needs[1], _worker(T, B, u, u))
+        a, da = _Rows(A), _Rows(dA)
+        q = _Rows(d_seq) if d_seq is not None else None
+        k = _Rows(s.keep) if s.keep is not None else None
+        prm = _p(s.rm) if s.rm is not None else None
+        pdh = _p(dh)
+        pkh = _p(keep_h) if keep_h is not None else None
+        matmul = np.matmul
+        for t in range(T - 1, -1, -1):
+            step(
+                pdh, t == T - 1, q[t] if q is not None else None, prm, pkh, a[t],
+                k[t] if k is not None else None, da[t], B, u,
+            )  # fmt: skip
+            matmul(dA[t], UT, out=dh)
+            kernel_grad.step_done(t)
+        function("rnn_finish_dh", dt)(pdh, None, prm, None, pkh, B * u)
+        return _finish_dx(spec, dA), kernel_grad.result(), None, dh, None
+
+
+CPU_RNN_KERNELS = {
+    "lstm_sequence": CompiledLSTMSequence(),
+    "gru_sequence": CompiledGRUSequence(),
+    "rnn_sequence": CompiledRNNSequence(),
+}
