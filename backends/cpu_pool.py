@@ -28,16 +28,17 @@ from .pool_counts import valid_cell_counts
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 p = cpu_library.pointer
-MAX_WINDOW = 255  # offsets are stored as uint8, 255 meaning "no hit"
+MAX_WINDOW = 127  # offsets in the low 7 bits of a byte, 127 meaning "no hit"
 
 # flags of max_pool_backward / avg_pool_backward (backends/cpu/pooling.cpp)
 _RELU, _MULTIPLY, _KEEP_G, _OVERLAP, _ZERO_FILL = 1, 2, 4, 8, 16
 
 
 class MaxSaved(tuple):
-    """``(x, y)``, the NumPy kernel's saved form of max pooling, with ``hits``: the
-    ``(N, *out, C)`` uint8 offset (row-major in the window) of each first maximum,
-    255 where a window has none."""
+    """``(x, y)``, the NumPy kernel's saved form of max pooling, with ``hits``: a
+    ``(N, *out, C)`` uint8 array, in its low 7 bits the offset (row-major in the window)
+    of each window's first maximum, 127 where a window has none, and bit 7 set where
+    ``y > 0`` (what the backward of a ReLU before the pool needs)."""
 
     def __new__(cls, x, y, hits):
         saved = super().__new__(cls, (x, y))
@@ -91,7 +92,7 @@ def compiled(name, dtype, *argtypes):
 
 class CompiledPool(NumpyPool):
     """Kernel table entry ``"pool"`` in compiled C++; :class:`NumpyPool` for the rest
-    (other dtypes, more than 3 spatial axes, max windows of more than 254 cells, saved
+    (other dtypes, more than 3 spatial axes, max windows of more than 126 cells, saved
     values of the NumPy forward, or no compiled library)."""
 
     def forward(self, x, kind, pool_size, strides, pads, keep):
@@ -146,10 +147,9 @@ class CompiledPool(NumpyPool):
         if kind == "max":
             if not isinstance(saved, MaxSaved) or saved.hits is None:
                 return None  # the NumPy forward's (x, y): its own backward takes it
-            y = saved[1]
-            if not (type(y) is np.ndarray and y.dtype == g.dtype and y.shape == g.shape):
+            if saved.hits.shape != g.shape:
                 return None
-            kernel = compiled("max_pool_backward", g.dtype, _P, _P, _P, _P, _P, _I)
+            kernel = compiled("max_pool_backward", g.dtype, _P, _P, _P, _P, _I)
         else:
             kernel = compiled("avg_pool_backward", g.dtype, _P, _P, _P, _I)
         if kernel is None:
@@ -176,7 +176,7 @@ class CompiledPool(NumpyPool):
             flags |= _MULTIPLY
         if relu:
             flags |= _RELU | (_KEEP_G if tiles else 0)
-        kernel(p(g), p(y), p(saved.hits), p(gx), p(geometry), flags)
+        kernel(p(g), p(saved.hits), p(gx), p(geometry), flags)
         return gx
 
 

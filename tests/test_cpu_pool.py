@@ -8,7 +8,6 @@ backward and the NumPy forward's in its own; it falls back where it cannot run.
 
 import collections
 import itertools
-import math
 import shutil
 
 import numpy as np
@@ -264,12 +263,12 @@ def test_what_it_does_not_handle_falls_back(calls):
     expected, _ = NUMPY.forward(x16, "max", (2, 2), (2, 2), pads, True)
     np.testing.assert_array_equal(y, expected)
     assert y.dtype == np.float16 and not isinstance(saved, MaxSaved)
-    # a max window of 256 cells has no uint8 offset: a kept forward falls back
-    x = rng.standard_normal((1, 16, 16, 2))
-    y, saved = COMPILED.forward(x, "max", (16, 16), (16, 16), pads, True)
+    # a max window of 128 cells has no 7-bit offset: a kept forward falls back
+    x = rng.standard_normal((1, 8, 16, 2))
+    y, saved = COMPILED.forward(x, "max", (8, 16), (8, 16), pads, True)
     assert not isinstance(saved, MaxSaved) and calls["max_pool_forward"] == 0
     np.testing.assert_array_equal(y, x.max(axis=(1, 2), keepdims=True))
-    y, saved = COMPILED.forward(x, "max", (16, 16), (16, 16), pads, False)
+    y, saved = COMPILED.forward(x, "max", (8, 16), (8, 16), pads, False)
     assert saved is None and calls["max_pool_forward"] == 1
     np.testing.assert_array_equal(y, x.max(axis=(1, 2), keepdims=True))
 
@@ -318,7 +317,15 @@ def test_relu_conv_into_max_pool_gradient_runs_backward_relu(calls):
     assert calls[("max_pool_backward", True)] >= 1
 
 
-def test_max_window_limit_matches_the_uint8_offsets():
-    from dlx.backends import cpu_pool
-
-    assert cpu_pool.MAX_WINDOW == 255 and math.prod((15, 17)) == cpu_pool.MAX_WINDOW
+@needs_compiler
+def test_the_largest_kept_max_window_runs_compiled(calls):
+    """126 cells: offsets 0..125 below the 'no hit' mark 127; 127 cells fall back."""
+    rng = np.random.default_rng(91)
+    for size in (126, 127):
+        x = _input(rng, (2, size + 3, 3), np.float32, nonnegative=True)
+        saved, y = _forward_both(x, "max", (size,), (2,), ((0, 0),))
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        for method in ("backward", "backward_relu"):
+            gx, expected = _both(method, (g,), saved, x.shape, "max", (size,), (2,), ((0, 0),))
+            np.testing.assert_array_equal(gx, expected)
+        assert calls["max_pool_forward"] == 1  # the 126-cell one

@@ -13,9 +13,11 @@
 
 namespace dlx_cpu {
 
-// A hit offset that marks a window without a hit: its maximum is NaN, or it lies in the
-// padding (a window whose valid cells are all -inf and whose first cell is padded).
-constexpr std::uint8_t kNoHit = 255;
+// hits, one byte per window and channel: the kernel offset (row-major) of the window's
+// first maximum in the low 7 bits, kNoHit for none (the maximum is NaN, or the first cell,
+// padding, is -inf as every valid one is), and kPositive set where the maximum is > 0 (what
+// a ReLU before the pool passes back) so that the backward need not read y.
+constexpr std::uint8_t kNoHit = 127, kOffsetBits = 127, kPositive = 128;
 
 // geometry: int64[17] = n, c, in[3], out[3], k[3], s[3], pad[3] (padding before), spatial
 // axes in order; 1-D and 2-D pooling come with leading axes of size 1.
@@ -178,7 +180,8 @@ void max_forward_windows(const Geometry& g, const T* __restrict__ x, T* __restri
             std::uint8_t* __restrict__ hr = hits + out * c;
 #pragma omp simd
             for (index_t i = 0; i < c; ++i) {
-                hr[i] = static_cast<std::uint8_t>(yr[i] != yr[i] ? no_hit : at[i]);
+                const std::uint8_t offset = static_cast<std::uint8_t>(at[i]);
+                hr[i] = (yr[i] != yr[i] ? kNoHit : offset) | (yr[i] > T(0) ? kPositive : 0);
             }
         }
     });
@@ -203,7 +206,7 @@ enum MaxBackwardFlags : index_t {
 };
 
 template <typename T, bool relu, bool keep_g, int mode>  // mode: 0 select, 1 multiply, 2 add
-void max_backward_windows(const Geometry& g, const T* __restrict__ gy, const T* __restrict__ y,
+void max_backward_windows(const Geometry& g, const T* __restrict__ gy,
                           const std::uint8_t* __restrict__ hits, T* __restrict__ gx) {
     const index_t c = g.c;
     WindowCells<T> cells(g);
@@ -217,12 +220,11 @@ void max_backward_windows(const Geometry& g, const T* __restrict__ gy, const T* 
         const index_t* r = cells.rows();
         const T* k = cells.offsets;
         const T* gr = gy + out * c;
-        const T* yr = y + out * c;
         const std::uint8_t* hr = hits + out * c;
 #pragma omp simd
         for (index_t i = 0; i < c; ++i) {
-            const bool blocked = relu && !(yr[i] > T(0));
-            at[i] = blocked ? T(kNoHit) : T(hr[i]);
+            const bool blocked = relu && !(hr[i] & kPositive);
+            at[i] = blocked ? T(kNoHit) : T(hr[i] & kOffsetBits);
             gw[i] = (blocked && !keep_g) ? T(0) : gr[i];
         }
         for (index_t j = 0; j < m; ++j) {
@@ -244,31 +246,31 @@ void max_backward_windows(const Geometry& g, const T* __restrict__ gy, const T* 
 }
 
 template <typename T, bool relu, bool keep_g>
-void max_backward_mode(const Geometry& g, const T* gy, const T* y, const std::uint8_t* hits,
-                       T* gx, index_t flags) {
+void max_backward_mode(const Geometry& g, const T* gy, const std::uint8_t* hits, T* gx,
+                       index_t flags) {
     if (flags & kOverlap) {
-        max_backward_windows<T, relu, keep_g, 2>(g, gy, y, hits, gx);
+        max_backward_windows<T, relu, keep_g, 2>(g, gy, hits, gx);
     } else if (flags & kMultiply) {
-        max_backward_windows<T, relu, keep_g, 1>(g, gy, y, hits, gx);
+        max_backward_windows<T, relu, keep_g, 1>(g, gy, hits, gx);
     } else {
-        max_backward_windows<T, relu, keep_g, 0>(g, gy, y, hits, gx);
+        max_backward_windows<T, relu, keep_g, 0>(g, gy, hits, gx);
     }
 }
 
 // gx (N, *in, C) = the gradient of max pooling for gy (N, *out, C), from the forward's hits.
 template <typename T>
-void max_pool_backward(const T* gy, const T* y, const std::uint8_t* hits, T* gx,
+void max_pool_backward(const T* gy, const std::uint8_t* hits, T* gx,
                        const index_t* geometry, index_t flags) {
     const Geometry g(geometry);
     if (flags & kZeroFill) {
         std::fill(gx, gx + g.n * g.in[0] * g.in[1] * g.in[2] * g.c, T(0));
     }
     if (!(flags & kRelu)) {
-        max_backward_mode<T, false, false>(g, gy, y, hits, gx, flags);
+        max_backward_mode<T, false, false>(g, gy, hits, gx, flags);
     } else if (flags & kKeepG) {
-        max_backward_mode<T, true, true>(g, gy, y, hits, gx, flags);
+        max_backward_mode<T, true, true>(g, gy, hits, gx, flags);
     } else {
-        max_backward_mode<T, true, false>(g, gy, y, hits, gx, flags);
+        max_backward_mode<T, true, false>(g, gy, hits, gx, flags);
     }
 }
 
@@ -371,11 +373,10 @@ void avg_pool_backward(const T* gy, T* gx, const index_t* geometry, index_t flag
                                                   const dlx_cpu::index_t* geometry) {          \
         dlx_cpu::max_pool_forward<T>(x, y, hits, geometry);                                    \
     }                                                                                          \
-    extern "C" void dlx_max_pool_backward_##suffix(const T* gy, const T* y,                    \
-                                                   const std::uint8_t* hits, T* gx,            \
+    extern "C" void dlx_max_pool_backward_##suffix(const T* gy, const std::uint8_t* hits, T* gx, \
                                                    const dlx_cpu::index_t* geometry,           \
                                                    dlx_cpu::index_t flags) {                   \
-        dlx_cpu::max_pool_backward<T>(gy, y, hits, gx, geometry, flags);                       \
+        dlx_cpu::max_pool_backward<T>(gy, hits, gx, geometry, flags);                          \
     }                                                                                          \
     extern "C" void dlx_avg_pool_forward_##suffix(const T* x, T* y,                            \
                                                   const dlx_cpu::index_t* geometry,            \
