@@ -198,6 +198,9 @@ GRU_OPTIONS = OPTIONS + [
 )
 def test_compiled_kernel_matches_numpy_kernel_and_generic(cell, options, dtype, calls):
     _compare(cell, dtype, *options)
+    if cell == "lstm" and cpu_rnn.blas_gemm(dtype) is not None:  # one call per loop
+        assert calls["lstm_forward_loop"] == calls["lstm_backward_loop"] == 1, calls
+        return
     names = {"lstm": ["lstm_forward_step", "lstm_backward_step"], "rnn": ["rnn_forward_step"]}
     names["gru"] = ["gru_backward_step"] + (
         ["gru_forward_step"] if options[3] else ["gru_gates_step", "gru_reset_step"]
@@ -206,11 +209,32 @@ def test_compiled_kernel_matches_numpy_kernel_and_generic(cell, options, dtype, 
         assert calls.get(name, 0) >= 5, (name, calls)  # one call per step
 
 
-def test_lstm_without_initial_state_gradients_skips_the_last_product(calls):
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("options", OPTIONS)
+def test_lstm_step_by_step_without_the_blas_address(options, dtype, calls, monkeypatch):
+    """Without the BLAS's gemm address the LSTM loops run from Python, a call per step."""
+    monkeypatch.setattr(cpu_rnn, "blas_gemm", lambda dtype: None)
+    _compare("lstm", dtype, *options)
+    assert "lstm_forward_loop" not in calls and calls["lstm_forward_step"] == 5
+
+
+def test_the_blas_gemm_is_found_where_threadpoolctl_sees_openblas():
+    from dlx.backends.blas_threads import blas_controllers
+
+    if not any(c.internal_api == "openblas" for c in blas_controllers()):
+        pytest.skip("no OpenBLAS seen by threadpoolctl")
+    assert cpu_rnn.blas_gemm(np.float32) and cpu_rnn.blas_gemm(np.float64)
+    assert cpu_rnn.blas_gemm(np.float16) is None
+
+
+@pytest.mark.parametrize("loop", [True, False], ids=["loop", "steps"])
+def test_lstm_without_initial_state_gradients_skips_the_last_product(loop, calls, monkeypatch):
+    if not loop:
+        monkeypatch.setattr(cpu_rnn, "blas_gemm", lambda dtype: None)
     needs = (True, True, False, False, False)
     ours = _compare("lstm", "float32", False, True, False, True, True, needs=needs)
     assert ours[1][3] is None and ours[1][4] is None
-    assert calls["lstm_backward_step"] == 5
+    assert calls.get("lstm_backward_step", 0) == 5 or calls["lstm_backward_loop"] == 1
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -275,7 +299,7 @@ def test_the_backend_table_holds_the_compiled_kernels(calls):
     assert isinstance(backend.kernel("gru_sequence"), cpu_rnn.CompiledGRUSequence)
     assert isinstance(backend.kernel("rnn_sequence"), cpu_rnn.CompiledRNNSequence)
     layers.LSTM(3)(np.ones((2, 4, 5), "float32"))
-    assert calls["lstm_forward_step"] == 4
+    assert calls.get("lstm_forward_step") == 4 or calls["lstm_forward_loop"] == 1
 
 
 # -- through the layers ---------------------------------------------------------------------
@@ -318,7 +342,8 @@ def test_float64_initial_state_gradients(calls):
     gru = layers.GRU(3, dtype="float64", return_state=True)
     gru(dlx.Tensor(_x()))
     check_gradients(lambda x, h: gru(x, initial_state=h), [_x(), _x((2, 3), 3)])
-    assert calls["lstm_backward_step"] and calls["gru_backward_step"]
+    assert calls["gru_backward_step"]
+    assert calls.get("lstm_backward_step") or calls["lstm_backward_loop"]
 
 
 @pytest.mark.parametrize("cls", [layers.LSTM, layers.GRU])
@@ -347,3 +372,14 @@ def test_every_case_of_the_option_grid_runs_compiled(calls):
         spec, inputs, grads = _case(cell, "float32", gb, masked, dropout, True, True, seed=5)
         _, _, saved = _run(CLASSES[cell][0](), spec, inputs, grads)
         assert isinstance(saved, cpu_rnn._Saved)
+
+
+@pytest.mark.parametrize("loop", [True, False], ids=["loop", "steps"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_kernel_gradient_on_the_worker_thread(cell, loop, monkeypatch):
+    """The recurrent-kernel gradient summed beside the loop (forced here for small layers)."""
+    monkeypatch.setattr(cpu_rnn, "_loop_worker", lambda *shape: numpy_rnn._worker())
+    if not loop:
+        monkeypatch.setattr(cpu_rnn, "blas_gemm", lambda dtype: None)
+    for options in OPTIONS[:3]:
+        _compare(cell, "float64", *options)

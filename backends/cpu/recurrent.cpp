@@ -374,6 +374,59 @@ void rnn_backward_step(T* dh, bool first, const T* dseq, const T* rm, T* keep_h,
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Whole LSTM loops, the products through the BLAS's cblas_?gemm whose address the caller
+// passes (NumPy's own OpenBLAS, ILP64: the products are the ones np.matmul computes; no
+// Python between the steps). Row-major, no transposes, beta = 0.
+
+template <typename T>
+using gemm_fn = void (*)(int, int, int, index_t, index_t, index_t, T, const T*, index_t,
+                         const T*, index_t, T, T*, index_t);
+
+// C (M, N) = A (M, K) @ B (K, N), all C-contiguous
+template <typename T>
+inline void gemm(void* f, index_t M, index_t N, index_t K, const T* A, const T* B, T* C) {
+    const int row_major = 101, no_trans = 111;
+    reinterpret_cast<gemm_fn<T>>(f)(row_major, no_trans, no_trans, M, N, K, T(1), A, K, B, N,
+                                    T(0), C, N);
+}
+
+// The forward loop over `steps` steps: x the first processed step's xproj rows, x_step the
+// distance to the next (negative for go_backwards); U (u, 4u); H, C (steps + 1, B, u) with
+// H[0], C[0] (and HD[0] with dropout) set; A (steps, B, 4u), TC (steps, B, u); keep
+// (steps, B) or null; HD (steps + 1, B, u) or null (no dropout).
+template <typename T>
+void lstm_forward_loop(void* gemm_f, index_t steps, const T* x, index_t x_step, const T* U,
+                       T* H, T* C, T* A, T* TC, const T* keep, const T* rm, T* HD, index_t B,
+                       index_t u) {
+    const index_t s = B * u, g = B * 4 * u;
+    for (index_t t = 0; t < steps; ++t) {
+        gemm<T>(gemm_f, B, 4 * u, u, (HD ? HD : H) + t * s, U, A + t * g);
+        lstm_forward_step<T>(A + t * g, x + t * x_step, H + t * s, C + t * s, H + (t + 1) * s,
+                             C + (t + 1) * s, TC + t * s, keep ? keep + t * B : nullptr, rm,
+                             HD ? HD + (t + 1) * s : nullptr, B, u);
+    }
+}
+
+// The backward loop: dh, dc (B, u) the incoming state gradients, out the initial state's
+// (unless !wants_state: then the last product is skipped and they are left half done);
+// dseq (steps, B, u) or null; keep_h (B, u) scratch when keep is given; dZ (steps, B, 4u)
+// out; UT (4u, u) = U^T, C-contiguous.
+template <typename T>
+void lstm_backward_loop(void* gemm_f, index_t steps, bool wants_state, const T* dseq,
+                        const T* rm, T* keep_h, T* dh, T* dc, const T* A, const T* C,
+                        const T* TC, const T* keep, T* dZ, const T* UT, index_t B, index_t u) {
+    const index_t s = B * u, g = B * 4 * u;
+    for (index_t t = steps - 1; t >= 0; --t) {
+        lstm_backward_step<T>(dh, t == steps - 1, dseq ? dseq + t * s : nullptr, rm, keep_h, dc,
+                              A + t * g, C + t * s, TC + t * s, keep ? keep + t * B : nullptr,
+                              dZ + t * g, B, u);
+        if (t == 0 && !wants_state) return;
+        gemm<T>(gemm_f, B, u, 4 * u, dZ + t * g, UT, dh);
+    }
+    finish_dh<T>(dh, nullptr, rm, nullptr, keep ? keep_h : nullptr, s);
+}
+
 }  // namespace dlx_cpu
 
 using dlx_cpu::index_t;
@@ -399,6 +452,19 @@ using dlx_cpu::index_t;
         index_t u) {                                                                           \
         dlx_cpu::lstm_backward_step<T>(dh, first != 0, dseq, rm, keep_h, dc, gates, c_prev,   \
                                        tc, keep, dz, B, u);                                    \
+    }                                                                                          \
+    extern "C" void dlx_lstm_forward_loop_##suffix(                                            \
+        void* gemm, index_t steps, const T* x, index_t x_step, const T* U, T* H, T* C, T* A,   \
+        T* TC, const T* keep, const T* rm, T* HD, index_t B, index_t u) {                      \
+        dlx_cpu::lstm_forward_loop<T>(gemm, steps, x, x_step, U, H, C, A, TC, keep, rm, HD, B, \
+                                      u);                                                      \
+    }                                                                                          \
+    extern "C" void dlx_lstm_backward_loop_##suffix(                                           \
+        void* gemm, index_t steps, index_t wants_state, const T* dseq, const T* rm, T* keep_h, \
+        T* dh, T* dc, const T* A, const T* C, const T* TC, const T* keep, T* dZ, const T* UT,  \
+        index_t B, index_t u) {                                                                \
+        dlx_cpu::lstm_backward_loop<T>(gemm, steps, wants_state != 0, dseq, rm, keep_h, dh, dc, \
+                                       A, C, TC, keep, dZ, UT, B, u);                          \
     }                                                                                          \
     extern "C" void dlx_gru_forward_step_##suffix(T* inner, const T* x, const T* rbias,        \
                                                   const T* h_prev, T* hh, T* h, const T* keep, \
