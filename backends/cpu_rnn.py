@@ -26,6 +26,7 @@ What is not handled here (other activations or dtypes, array types other than
 """
 
 import ctypes
+import os
 
 import numpy as np
 
@@ -60,7 +61,7 @@ _SIGNATURES = {
     "rnn_forward_step": (_P,) * 7 + (_I, _I),
     "rnn_backward_step": (_P, _I) + (_P,) * 6 + (_I, _I),
     "lstm_forward_loop": (_P, _I, _P, _I) + (_P,) * 8 + (_I, _I),
-    "lstm_backward_loop": (_P, _I, _I) + (_P,) * 11 + (_I, _I),
+    "lstm_backward_loop": (_P, _I, _I) + (_P,) * 12 + (_I, _I, _I),
 }
 
 _GEMM = {}  # dtype -> address of the BLAS's cblas_?gemm (ILP64) or 0
@@ -181,29 +182,77 @@ class _Saved:
     __slots__ = ("H", "HD", "C", "A", "TC", "HH", "RH", "U", "keep", "rm", "rbias")
 
 
-# whether the recurrent-kernel gradient is summed on the worker thread beside the loops
-# (as the NumPy kernels do) when they are large enough
-USE_WORKER = True
+# Whether the recurrent-kernel gradient is summed on the worker thread beside the loops of
+# large layers (as the NumPy kernels do): True, False, or "auto": only while the machine has a
+# core to spare (1-minute load average under the CPU count minus one half). Measured on the
+# 2-core machine with both cores busy with other work, the worker made lstm_train 3-5% slower
+# (the second thread gets no core of its own and wakes up in the way of the loop); with a free
+# core it hides the gradient products (0.6 ms a layer) behind the loop. Results are the same
+# either way: the chunks are summed in the same order.
+USE_WORKER = "auto"
 
 
 def _worker(T, B, u, G):
-    return _loop_worker(T, B, u, G) if USE_WORKER else None
+    use = USE_WORKER
+    if use == "auto":
+        try:
+            use = os.getloadavg()[0] < (os.cpu_count() or 1) - 0.5
+        except OSError:
+            use = True
+    return _loop_worker(T, B, u, G) if use else None
 
 
-def _kernel_gradient(Hd, dZ, wanted, worker):
-    """``sum_t Hd[t]^T @ dZ[t]`` after a loop, or None when not wanted: one product, its
-    halves on this thread and the worker (when there is one) at the same time."""
-    if not wanted:
-        return None
+def _chunks(T):
+    """Chunks ``(start, stop)`` of a reverse loop's steps, from the last step down, halving
+    (as ``numpy_rnn._KernelGradient``): the last, short one is all that is left at the end."""
+    chunks, end = [], T
+    while end > 0:
+        start = max(0, end - max(2, end // 2))
+        chunks.append((start, end))
+        end = start
+    return chunks
+
+
+def _chunked_sum(Hd, dZ, ready=None):
+    """``sum_t Hd[t]^T @ dZ[t]`` over ``_chunks(T)`` in order; ``ready()`` (if given) is
+    called before each chunk and returns False when the chunk will never be filled."""
     T, B, u = Hd.shape
-    hd, dz = Hd.reshape(T * B, u), dZ.reshape(T * B, dZ.shape[2])
-    if worker is None:
-        return hd.T @ dz
-    half = (T * B) // 2
-    other = worker.submit(np.matmul, hd[half:].T, dz[half:])
-    total = hd[:half].T @ dz[:half]
-    total += other.result()
+    G = dZ.shape[2]
+    hd, dz = Hd.reshape(T * B, u), dZ.reshape(T * B, G)
+    total = np.zeros((u, G), dZ.dtype)
+    partial = np.empty_like(total)
+    for start, stop in _chunks(T):
+        if ready is not None and not ready():
+            return None
+        np.matmul(hd[start * B : stop * B].T, dz[start * B : stop * B], out=partial)
+        total += partial
     return total
+
+
+class _GradientBehind:
+    """``_chunked_sum`` on the worker thread while a compiled reverse loop fills ``dZ`` from
+    the last step down: the loop writes a byte to a pipe when it has finished a chunk
+    (``notify[start]`` set), and the worker sleeps in ``os.read`` until then (polling instead
+    wakes it up in the way of the loop: 30% slower on a busy machine)."""
+
+    def __init__(self, Hd, dZ, worker):
+        T = Hd.shape[0]
+        self.notify = np.zeros(T, np.int8)
+        for start, _ in _chunks(T):
+            self.notify[start] = 1
+        self.read_fd, self.write_fd = os.pipe()
+        self.future = worker.submit(_chunked_sum, Hd, dZ, lambda: os.read(self.read_fd, 1))
+
+    def result(self):
+        """The sum, once the loop has returned."""
+        os.close(self.write_fd)  # a worker still waiting reads end-of-file
+        try:
+            total = self.future.result()
+        finally:
+            os.close(self.read_fd)
+        if total is None:
+            raise RuntimeError("lstm backward loop: the kernel gradient was not completed")
+        return total
 
 
 def _c(a):
@@ -308,11 +357,17 @@ class CompiledLSTMSequence(LSTMSequence):
         pkh = _p(keep_h) if keep_h is not None else None
         loop, gemm = function("lstm_backward_loop", dt), blas_gemm(dt)
         if loop is not None and gemm is not None:
+            worker = _worker(T, B, u, G) if needs[1] else None
+            behind = _GradientBehind(_recurrent_inputs(s), dZ, worker) if worker else None
             loop(
                 gemm, T, wants_state, q[0] if q is not None else None, prm, pkh, pdh, pdc,
-                a[0], c[0], tc[0], k[0] if k is not None else None, dz[0], _p(UT), B, u,
+                a[0], c[0], tc[0], k[0] if k is not None else None, dz[0], _p(UT),
+                _p(behind.notify) if behind else None, behind.write_fd if behind else -1, B, u,
             )  # fmt: skip
-            dU = _kernel_gradient(_recurrent_inputs(s), dZ, needs[1], _worker(T, B, u, G))
+            if behind is not None:
+                dU = behind.result()
+            else:
+                dU = _chunked_sum(_recurrent_inputs(s), dZ) if needs[1] else None
             if not wants_state:
                 return _finish_dx(spec, dZ), dU, None, None, None
             return _finish_dx(spec, dZ), dU, None, dh, dc

@@ -383,3 +383,20 @@ def test_kernel_gradient_on_the_worker_thread(cell, loop, monkeypatch):
         monkeypatch.setattr(cpu_rnn, "blas_gemm", lambda dtype: None)
     for options in OPTIONS[:3]:
         _compare(cell, "float64", *options)
+
+
+@pytest.mark.parametrize("loop", [True, False], ids=["loop", "steps"])
+def test_the_worker_changes_no_result_bits(loop, monkeypatch):
+    """The kernel gradient is summed in the same chunks, in the same order, with or without
+    the worker thread (USE_WORKER="auto" picks by the machine's load)."""
+    if not loop:
+        monkeypatch.setattr(cpu_rnn, "blas_gemm", lambda dtype: None)
+    spec, inputs, grads = _case("lstm", "float32", False, False, False, True, True)
+    inputs = (np.repeat(inputs[0], 7, axis=0),) + inputs[1:]  # 35 steps: five chunks
+    grads = (np.repeat(grads[0], 7, axis=0),) + grads[1:]
+    monkeypatch.setattr(cpu_rnn, "USE_WORKER", False)
+    inline = _run(cpu_rnn.CompiledLSTMSequence(), spec, inputs, grads)[1][1]
+    monkeypatch.setattr(cpu_rnn, "USE_WORKER", True)
+    monkeypatch.setattr(cpu_rnn, "_loop_worker", lambda *shape: numpy_rnn._worker())
+    beside = _run(cpu_rnn.CompiledLSTMSequence(), spec, inputs, grads)[1][1]
+    np.testing.assert_array_equal(inline, beside)

@@ -15,6 +15,10 @@
 //   dh = direct + (raw + extra) * rm + keep_h, then dh += d_seq[t]
 // where `direct` (GRU: dh * z), `extra` (GRU without reset_after: drh * r) and `keep_h`
 // (masked steps: the part of dh carried past the step) were written by that step.
+#include <unistd.h>
+
+#include <cerrno>
+
 #include "common.h"
 #include "gate_math.h"
 
@@ -411,16 +415,25 @@ void lstm_forward_loop(void* gemm_f, index_t steps, const T* x, index_t x_step, 
 // The backward loop: dh, dc (B, u) the incoming state gradients, out the initial state's
 // (unless !wants_state: then the last product is skipped and they are left half done);
 // dseq (steps, B, u) or null; keep_h (B, u) scratch when keep is given; dZ (steps, B, 4u)
-// out; UT (4u, u) = U^T, C-contiguous.
+// out; UT (4u, u) = U^T, C-contiguous. notify (steps,) or null: after writing dZ[t] with
+// notify[t] set, one byte goes to the file descriptor notify_fd, waking a thread that sums
+// the recurrent-kernel gradient of the finished steps meanwhile (a pipe: that thread sleeps
+// until then, rather than polling and preempting this one).
 template <typename T>
 void lstm_backward_loop(void* gemm_f, index_t steps, bool wants_state, const T* dseq,
                         const T* rm, T* keep_h, T* dh, T* dc, const T* A, const T* C,
-                        const T* TC, const T* keep, T* dZ, const T* UT, index_t B, index_t u) {
+                        const T* TC, const T* keep, T* dZ, const T* UT,
+                        const std::int8_t* notify, index_t notify_fd, index_t B, index_t u) {
     const index_t s = B * u, g = B * 4 * u;
     for (index_t t = steps - 1; t >= 0; --t) {
         lstm_backward_step<T>(dh, t == steps - 1, dseq ? dseq + t * s : nullptr, rm, keep_h, dc,
                               A + t * g, C + t * s, TC + t * s, keep ? keep + t * B : nullptr,
                               dZ + t * g, B, u);
+        if (notify && notify[t]) {
+            const char byte = 1;
+            while (write(static_cast<int>(notify_fd), &byte, 1) < 0 && errno == EINTR) {
+            }
+        }
         if (t == 0 && !wants_state) return;
         gemm<T>(gemm_f, B, u, 4 * u, dZ + t * g, UT, dh);
     }
@@ -462,9 +475,9 @@ using dlx_cpu::index_t;
     extern "C" void dlx_lstm_backward_loop_##suffix(                                           \
         void* gemm, index_t steps, index_t wants_state, const T* dseq, const T* rm, T* keep_h, \
         T* dh, T* dc, const T* A, const T* C, const T* TC, const T* keep, T* dZ, const T* UT,  \
-        index_t B, index_t u) {                                                                \
+        const std::int8_t* notify, index_t notify_fd, index_t B, index_t u) {                  \
         dlx_cpu::lstm_backward_loop<T>(gemm, steps, wants_state != 0, dseq, rm, keep_h, dh, dc, \
-                                       A, C, TC, keep, dZ, UT, B, u);                          \
+                                       A, C, TC, keep, dZ, UT, notify, notify_fd, B, u);       \
     }                                                                                          \
     extern "C" void dlx_gru_forward_step_##suffix(T* inner, const T* x, const T* rbias,        \
                                                   const T* h_prev, T* hh, T* h, const T* keep, \
