@@ -39,7 +39,7 @@ _SOURCE = "convolution"
 _p = cpu_library.pointer
 _SIGNATURES = {
     "im2col_rows": (_P, _P, _P, _I, _I),
-    "im2col_offsets": (_P, _P, _P, _I, _I, _I),
+    "im2col_offsets": (_P, _P, _P, _I, _I, _I, _I),
     "col2im": (_P, _P, _P, _I, _I),
     "bias_relu": (_P, _P, _I, _I, _I),
     "bias_grad": (_P, _P, _I, _I),
@@ -82,10 +82,15 @@ class CompiledConv(NumpyConv):
 
     # ------------------------------------------------------------------ helpers
 
-    def _columns(self, x, kernel_size, strides, dilation, pads, ones=False):
-        """``(cols, out_size, fill)``: ``cols`` as :func:`numpy_conv._im2col` gives them
-        (a pooled buffer or a view of it) but not written yet -- ``fill(r0, r1)`` writes
-        rows ``r0:r1`` -- or None when the compiled code does not handle the case."""
+    def _columns(self, x, kernel_size, strides, dilation, pads, ones=False, block=None):
+        """``(cols, out_size, fill)`` or None when the compiled code does not handle the case.
+
+        ``cols``: the columns as :func:`numpy_conv._im2col` gives them (a pooled buffer,
+        for single-channel input transposed, or a view of ``x`` for 1x1 kernels), not
+        written yet: ``fill(r0, r1)`` writes rows ``r0:r1``. With ``block`` rows, ``cols``
+        holds only that many, and ``fill`` writes rows ``r0:r1`` into ``cols[:r1 - r0]``.
+        ``fill`` is None for a view.
+        """
         if len(kernel_size) > 3:
             return None
         n, c = x.shape[0], x.shape[-1]
@@ -101,20 +106,24 @@ class CompiledConv(NumpyConv):
         geometry = _geometry(
             n, c, x.shape[1:-1], out_size, kernel_size, strides, dilation, [b for b, _ in pads]
         )
+        rows = m if block is None else min(block, m)
+        whole = rows == m
+        item = x.dtype.itemsize
         if c == 1:
-            buffer = pooled((kp + 1 if ones else kp, m), x.dtype)
-            cols = buffer.T
+            buffer = pooled((kp + 1 if ones else kp, rows), x.dtype)
 
             def fill(r0, r1):
-                kernel(_p(x), _p(buffer), _p(geometry), int(ones), r0, r1)
+                at = _p(buffer) + (r0 * item if whole else 0)
+                kernel(_p(x), at, _p(geometry), int(ones), r0, r1, rows)
 
-        else:
-            buffer = cols = pooled((m, kp * c), x.dtype)
+            return buffer.T, out_size, fill
+        buffer = pooled((rows, kp * c), x.dtype)
+        row_bytes = kp * c * item
 
-            def fill(r0, r1):
-                kernel(_p(x), _p(buffer), _p(geometry), r0, r1)
+        def fill(r0, r1):
+            kernel(_p(x), _p(buffer) + (r0 * row_bytes if whole else 0), _p(geometry), r0, r1)
 
-        return cols, out_size, fill
+        return buffer, out_size, fill
 
     def _im2col(self, x, kernel_size, strides, dilation, pads, ones=False):
         """``(cols, out_size)`` as :func:`numpy_conv._im2col` gives them, or None."""
@@ -135,15 +144,21 @@ class CompiledConv(NumpyConv):
         bias_relu = _function("bias_relu", x.dtype)
         kernel_size = w.shape[:-2]
         n, c, f = x.shape[0], x.shape[-1], w.shape[-1]
+        kp = math.prod(kernel_size)
         fold_bias = c == 1 and b is not None
+        width = kp * c + (1 if fold_bias else 0)
+        # Kept columns (for the weight gradient) are written whole: a product per block
+        # costs more in OpenBLAS's thread hand-offs than its cache-warm columns save.
+        step = m = n * math.prod(_out_size(x.shape[1:-1], kernel_size, strides, dilation, pads))
+        if not keep:
+            step = max(1, self.block_bytes // ((width + f) * x.dtype.itemsize))
         found = None
-        if bias_relu is not None and f > 0:
-            found = self._columns(x, kernel_size, strides, dilation, pads, ones=fold_bias)
+        if bias_relu is not None and f > 0 and m > 0:
+            block = None if keep else step
+            found = self._columns(x, kernel_size, strides, dilation, pads, fold_bias, block)
         if found is None:
             return super().forward(x, w, b, geometry, relu, keep)
         cols, out_size, fill = found
-        kp = math.prod(kernel_size)
-        m = cols.shape[0]
         y = pooled((m, f), x.dtype)
         if fold_bias:
             # the columns keep their ones: weight_and_bias_grad gets the bias gradient from them
@@ -154,15 +169,14 @@ class CompiledConv(NumpyConv):
         if b is not None:
             b = np.ascontiguousarray(b)
         after = b is not None or relu
-        step = max(1, self.block_bytes // ((cols.shape[1] + f) * x.dtype.itemsize))
-        if fill is None and not after:
-            step = m
+        whole = cols.shape[0] == m
         y_at, row_bytes = _p(y), f * x.dtype.itemsize
         for r0 in range(0, m, step):
             r1 = min(m, r0 + step)
             if fill is not None:
                 fill(r0, r1)
-            np.matmul(cols[r0:r1], weights, out=y[r0:r1])
+            block_cols = cols[r0:r1] if whole else cols[: r1 - r0]
+            np.matmul(block_cols, weights, out=y[r0:r1])
             if after:
                 bias_relu(
                     y_at + r0 * row_bytes, None if b is None else _p(b), r1 - r0, f, int(relu)

@@ -39,8 +39,8 @@ inline void copy_or_zero(T* dst, const T* src, index_t count) {
     }
 }
 
-// Rows [r0, r1) of cols (N * O, Kp * C), row-major:
-// cols[(n, o), (k, ch)] = x[n, o * s + k * d - pad, ch], or 0 outside x.
+// Rows [r0, r1) of the columns (N * O, Kp * C), row-major, into cols (r1 - r0, Kp * C):
+// row (n, o), column (k, ch) = x[n, o * s + k * d - pad, ch], or 0 outside x.
 template <typename T>
 void im2col_rows(const T* x, T* cols, const index_t* geometry, index_t r0, index_t r1) {
     const ConvGeometry g(geometry);
@@ -51,7 +51,7 @@ void im2col_rows(const T* x, T* cols, const index_t* geometry, index_t r0, index
     rest /= g.out[1];
     index_t oz = rest % g.out[0], n = rest / g.out[0];
     for (index_t r = r0; r < r1; ++r) {
-        T* dst = cols + r * kpc;
+        T* dst = cols + (r - r0) * kpc;
         const T* xn = x + n * g.in[0] * g.in[1] * g.in[2] * c;
         const index_t x0 = ox * g.s[2] - g.pad[2];
         const bool whole_run = g.d[2] == 1 && x0 >= 0 && x0 + g.k[2] <= g.in[2];
@@ -88,14 +88,14 @@ void im2col_rows(const T* x, T* cols, const index_t* geometry, index_t r0, index
     }
 }
 
-// Single-channel input, one row per kernel offset: columns [r0, r1) of cols
-// (Kp + ones, N * O), row-major, cols[k, (n, o)] = x[n, o * s + k * d - pad] or 0; with
-// ones, a last row of ones.
+// Single-channel input, one row per kernel offset: columns [r0, r1) of the transposed
+// columns (Kp + ones, N * O) into cols, whose rows are ``stride`` elements apart (cols[0] is
+// column r0): row k, column (n, o) = x[n, o * s + k * d - pad] or 0; with ones, a last row
+// of ones.
 template <typename T>
 void im2col_offsets(const T* x, T* cols, const index_t* geometry, index_t ones, index_t r0,
-                    index_t r1) {
+                    index_t r1, index_t stride) {
     const ConvGeometry g(geometry);
-    const index_t m = g.n * g.out[0] * g.out[1] * g.out[2];
     const index_t sx = g.s[2], width = g.out[2];
     index_t k = 0;
     for (index_t kz = 0; kz < g.k[0]; ++kz) {
@@ -107,77 +107,78 @@ void im2col_offsets(const T* x, T* cols, const index_t* geometry, index_t ones, 
                 index_t hi = g.in[2] - shift <= 0 ? 0 : (g.in[2] - shift - 1) / sx + 1;
                 lo = std::min(lo, width);
                 hi = std::max(lo, std::min(hi, width));
-                T* row = cols + k * m;
+                T* row = cols + k * stride;
                 // one output line (n, oz, oy) at a time, the first and last ones partly
                 for (index_t r = r0; r < r1;) {
                     const index_t line_index = r / width, begin = r % width;
                     const index_t end = std::min(width, begin + (r1 - r));
-                    T* dst = row + line_index * width;
+                    T* dst = row + (r - r0);  // dst[j]: output column ox = begin + j
                     const index_t oy = line_index % g.out[1], rest = line_index / g.out[1];
                     const index_t oz = rest % g.out[0], n = rest / g.out[0];
                     r += end - begin;
                     const index_t iz = oz * g.s[0] + kz * g.d[0] - g.pad[0];
                     const index_t iy = oy * g.s[1] + ky * g.d[1] - g.pad[1];
                     if (iz < 0 || iz >= g.in[0] || iy < 0 || iy >= g.in[1]) {
-                        for (index_t ox = begin; ox < end; ++ox) dst[ox] = T(0);
+                        std::memset(dst, 0, sizeof(T) * (end - begin));
                         continue;
                     }
-                    const T* line = x + ((n * g.in[0] + iz) * g.in[1] + iy) * g.in[2] + shift;
+                    const T* line = x + ((n * g.in[0] + iz) * g.in[1] + iy) * g.in[2];
                     const index_t a = std::max(begin, std::min(lo, end));
                     const index_t b = std::max(a, std::min(hi, end));
-                    for (index_t ox = begin; ox < a; ++ox) dst[ox] = T(0);
+                    for (index_t ox = begin; ox < a; ++ox) dst[ox - begin] = T(0);
                     if (sx == 1) {
-                        std::memcpy(dst + a, line + a, sizeof(T) * (b - a));
+                        std::memcpy(dst + (a - begin), line + (a + shift), sizeof(T) * (b - a));
                     } else {
 #pragma omp simd
-                        for (index_t ox = a; ox < b; ++ox) dst[ox] = line[ox * sx];
+                        for (index_t ox = a; ox < b; ++ox) dst[ox - begin] = line[ox * sx + shift];
                     }
-                    for (index_t ox = b; ox < end; ++ox) dst[ox] = T(0);
+                    for (index_t ox = b; ox < end; ++ox) dst[ox - begin] = T(0);
                 }
             }
         }
     }
     if (ones) {
-        T* row = cols + k * m;
-        for (index_t r = r0; r < r1; ++r) row[r] = T(1);
+        T* row = cols + k * stride;
+        for (index_t j = 0; j < r1 - r0; ++j) row[j] = T(1);
     }
 }
 
-// The input gradient from the columns' gradient dcols (N * O, Kp * C): every input cell
-// gathers the rows of the output cells it met, kernel offsets in row-major order, starting
-// from 0 -- the order of the NumPy kernel's window additions. gx (N, *in, C); only samples
-// [n0, n1), whose rows dcols starts with (row (n0, 0) first).
+// The input gradient from the columns' gradient dcols (N * O, Kp * C), for samples [n0, n1)
+// of gx (N, *in, C); dcols starts with row (n0, 0). gx = 0, then every output cell adds its
+// row's kernel offsets into the input cells they met. The output cells go in reverse
+// (row-major) order, so each input cell receives its terms in row-major kernel-offset order,
+// the order of the NumPy kernel's window additions, while dcols is read front to back
+// (backwards) rather than gathered from rows far apart.
 template <typename T>
 void col2im(const T* dcols, T* gx, const index_t* geometry, index_t n0, index_t n1) {
     const ConvGeometry g(geometry);
     const index_t c = g.c, kpc = g.kernel_cells() * c;
-    T* out = gx + n0 * g.in[0] * g.in[1] * g.in[2] * c;
-    for (index_t n = n0; n < n1; ++n) {
-        const T* rows = dcols + (n - n0) * g.out[0] * g.out[1] * g.out[2] * kpc;
-        for (index_t iz = 0; iz < g.in[0]; ++iz) {
-            for (index_t iy = 0; iy < g.in[1]; ++iy) {
-                for (index_t ix = 0; ix < g.in[2]; ++ix, out += c) {
-#pragma omp simd
-                    for (index_t ch = 0; ch < c; ++ch) out[ch] = T(0);
+    const index_t in_cells = g.in[0] * g.in[1] * g.in[2];
+    std::memset(gx + n0 * in_cells * c, 0, sizeof(T) * (n1 - n0) * in_cells * c);
+    const T* src = dcols + (n1 - n0) * g.out[0] * g.out[1] * g.out[2] * kpc;
+    for (index_t n = n1 - 1; n >= n0; --n) {
+        T* gn = gx + n * in_cells * c;
+        for (index_t oz = g.out[0] - 1; oz >= 0; --oz) {
+            for (index_t oy = g.out[1] - 1; oy >= 0; --oy) {
+                for (index_t ox = g.out[2] - 1; ox >= 0; --ox) {
+                    src -= kpc;
+                    const T* part = src;
                     for (index_t kz = 0; kz < g.k[0]; ++kz) {
-                        const index_t tz = iz + g.pad[0] - kz * g.d[0];
-                        if (tz < 0) break;
-                        const index_t oz = tz / g.s[0];
-                        if (oz * g.s[0] != tz || oz >= g.out[0]) continue;
+                        const index_t iz = oz * g.s[0] + kz * g.d[0] - g.pad[0];
+                        const bool z_inside = iz >= 0 && iz < g.in[0];
                         for (index_t ky = 0; ky < g.k[1]; ++ky) {
-                            const index_t ty = iy + g.pad[1] - ky * g.d[1];
-                            if (ty < 0) break;
-                            const index_t oy = ty / g.s[1];
-                            if (oy * g.s[1] != ty || oy >= g.out[1]) continue;
-                            for (index_t kx = 0; kx < g.k[2]; ++kx) {
-                                const index_t tx = ix + g.pad[2] - kx * g.d[2];
-                                if (tx < 0) break;
-                                const index_t ox = tx / g.s[2];
-                                if (ox * g.s[2] != tx || ox >= g.out[2]) continue;
-                                const T* src = rows + ((oz * g.out[1] + oy) * g.out[2] + ox) * kpc +
-                                               ((kz * g.k[1] + ky) * g.k[2] + kx) * c;
+                            const index_t iy = oy * g.s[1] + ky * g.d[1] - g.pad[1];
+                            if (!z_inside || iy < 0 || iy >= g.in[1]) {
+                                part += g.k[2] * c;
+                                continue;
+                            }
+                            T* line = gn + (iz * g.in[1] + iy) * g.in[2] * c;
+                            for (index_t kx = 0; kx < g.k[2]; ++kx, part += c) {
+                                const index_t ix = ox * g.s[2] + kx * g.d[2] - g.pad[2];
+                                if (ix < 0 || ix >= g.in[2]) continue;
+                                T* cell = line + ix * c;
 #pragma omp simd
-                                for (index_t ch = 0; ch < c; ++ch) out[ch] += src[ch];
+                                for (index_t ch = 0; ch < c; ++ch) cell[ch] += part[ch];
                             }
                         }
                     }
@@ -237,8 +238,8 @@ void bias_grad(const T* g, T* out, index_t m, index_t f) {
     }                                                                                        \
     extern "C" void dlx_im2col_offsets_##suffix(const T* x, T* cols, const dlx_cpu::index_t* g, \
                                                 dlx_cpu::index_t ones, dlx_cpu::index_t r0,  \
-                                                dlx_cpu::index_t r1) {                       \
-        dlx_cpu::im2col_offsets<T>(x, cols, g, ones, r0, r1);                                \
+                                                dlx_cpu::index_t r1, dlx_cpu::index_t stride) { \
+        dlx_cpu::im2col_offsets<T>(x, cols, g, ones, r0, r1, stride);                        \
     }                                                                                        \
     extern "C" void dlx_col2im_##suffix(const T* dcols, T* gx, const dlx_cpu::index_t* g,    \
                                         dlx_cpu::index_t n0, dlx_cpu::index_t n1) {          \
