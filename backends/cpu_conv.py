@@ -8,13 +8,23 @@ parts in C++ and its matrix products left to NumPy (OpenBLAS):
   the NumPy kernel's layouts: ``(M, Kp * C)`` rows, or for single-channel input
   ``(Kp [+ 1], M)`` rows per kernel offset, handed on transposed (the extra row
   of ones carries the bias through the product);
-* the input gradient is one product ``g2 @ w.reshape(Kp * C, F).T`` into a pooled
-  ``(M, Kp * C)`` buffer, then a gather (col2im) in which every input cell sums
-  the rows of the output cells it met, in the order of the NumPy kernel's window
-  additions -- no zeroed padded gradient, no crop, no scatter;
-* bias + ReLU in place in one pass; the bias gradient as column sums in double.
-  (The ReLU gradient stays NumPy's: after a max pool it is folded into the pool's
-  backward anyway.)
+* the input gradient goes through the batch in blocks of whole samples (about
+  ``block_bytes`` of columns each, so they stay in the cache): one product
+  ``g2 @ w.reshape(Kp * C, F).T`` into a pooled columns buffer, then col2im in
+  C++, which adds every output cell's row into the input cells it met, output
+  cells in reverse order -- so every input cell gets its terms in the order of
+  the NumPy kernel's window additions (kernel offsets ascending) while the
+  columns are read as one stream; no padded gradient and no crop;
+* an inference forward (``keep=False``) also goes in blocks of rows: im2col,
+  product and bias + ReLU of one block while its columns are in the cache, so
+  the columns never exist whole (34 MiB for ``cnn_infer256``'s second layer);
+  a training forward writes them whole, as the weight gradient needs them (a
+  product per block costs more in OpenBLAS's thread hand-offs than it saves);
+* bias + ReLU in place in one pass.
+
+The ReLU gradient and the bias gradient stay NumPy's: the first is folded into
+the max pool's backward when a pool follows, the second (one matrix-vector
+product) measured faster than a compiled column sum.
 
 Shapes and layouts are those of ``dlx.ops.convolution`` (channels_last arrays,
 kernels ``(*K, C // groups, F)``); 1D and 2D convolutions go to the C++ code as
@@ -42,7 +52,6 @@ _SIGNATURES = {
     "im2col_offsets": (_P, _P, _P, _I, _I, _I, _I),
     "col2im": (_P, _P, _P, _I, _I),
     "bias_relu": (_P, _P, _I, _I, _I),
-    "bias_grad": (_P, _P, _I, _I),
 }
 
 
@@ -70,12 +79,11 @@ def _geometry(n, c, in_size, out_size, kernel_size, strides, dilation, before):
 
 
 class CompiledConv(NumpyConv):
-    """Kernel table entry ``"conv"``: :class:`NumpyConv` with im2col, col2im, bias + ReLU
-    and the bias gradient compiled (see the module docstring).
+    """Kernel table entry ``"conv"``: :class:`NumpyConv` with im2col, col2im and bias + ReLU
+    compiled (see the module docstring).
 
-    The forward goes through the rows in blocks of about ``block_bytes`` of columns and
-    outputs: im2col, product and bias + ReLU of one block run while it is in the cache.
-    The input gradient goes through the batch in such blocks of whole samples.
+    ``block_bytes``: the size of the blocks of columns (and outputs) that an inference
+    forward and the input gradient go through one at a time.
     """
 
     block_bytes = 1 << 20
@@ -182,17 +190,6 @@ class CompiledConv(NumpyConv):
                     y_at + r0 * row_bytes, None if b is None else _p(b), r1 - r0, f, int(relu)
                 )
         return y.reshape((n,) + out_size + (f,)), (cols if keep else None)
-
-    def bias_grad(self, g):
-        """``sum(g)`` over every axis but the last, accumulated in double."""
-        kernel = _function("bias_grad", g.dtype) if _float(g) else None
-        if kernel is None:
-            return super().bias_grad(g)
-        g = np.ascontiguousarray(g)
-        f = g.shape[-1]
-        out = np.empty(f, g.dtype)
-        kernel(_p(g), _p(out), g.size // max(f, 1), f)
-        return out
 
     def input_grad(self, g, w, geometry, x_shape):
         strides, dilation, pads, groups = geometry

@@ -1,6 +1,6 @@
 // Convolution helpers around NumPy's matrix products (see backends/cpu_conv.py):
-// im2col straight from the unpadded input, a gather-based col2im, bias + ReLU in place and
-// the bias gradient, each in one pass over memory.
+// im2col straight from the unpadded input, col2im with no padded copy, and bias + ReLU in
+// place, each in one pass over memory.
 //
 // Every array is channels_last and C-contiguous. 1D and 2D convolutions arrive as 3D ones
 // with leading spatial axes of size 1 (kernel 1, stride 1, dilation 1, no padding).
@@ -212,23 +212,6 @@ void bias_relu(T* y, const T* bias, index_t m, index_t f, index_t relu) {
     }
 }
 
-// out (F,) = the column sums of g (M, F), accumulated in double.
-template <typename T>
-void bias_grad(const T* g, T* out, index_t m, index_t f) {
-    constexpr index_t width = 64;
-    double sum[width];
-    for (index_t j0 = 0; j0 < f; j0 += width) {
-        const index_t w = std::min(width, f - j0);
-        for (index_t j = 0; j < w; ++j) sum[j] = 0.0;
-        for (index_t i = 0; i < m; ++i) {
-            const T* row = g + i * f + j0;
-#pragma omp simd
-            for (index_t j = 0; j < w; ++j) sum[j] += double(row[j]);
-        }
-        for (index_t j = 0; j < w; ++j) out[j0 + j] = T(sum[j]);
-    }
-}
-
 }  // namespace dlx_cpu
 
 #define DLX_CONVOLUTION(T, suffix)                                                           \
@@ -248,10 +231,6 @@ void bias_grad(const T* g, T* out, index_t m, index_t f) {
     extern "C" void dlx_bias_relu_##suffix(T* y, const T* bias, dlx_cpu::index_t m,          \
                                            dlx_cpu::index_t f, dlx_cpu::index_t relu) {      \
         dlx_cpu::bias_relu<T>(y, bias, m, f, relu);                                          \
-    }                                                                                        \
-    extern "C" void dlx_bias_grad_##suffix(const T* g, T* out, dlx_cpu::index_t m,           \
-                                           dlx_cpu::index_t f) {                             \
-        dlx_cpu::bias_grad<T>(g, out, m, f);                                                 \
     }
 DLX_CONVOLUTION(float, f32)
 DLX_CONVOLUTION(double, f64)
