@@ -2,16 +2,20 @@
 
 The NumPy kernels (``numpy_rnn.py``) spend a time step on one small product
 ``hd @ U`` and a dozen ufunc calls over ``(B, G*u)`` arrays, one memory pass
-each. Here the product stays in NumPy/OpenBLAS and everything else of the
-step -- gate activations (vectorized float sigmoid/tanh, ``cpu/gate_math.h``),
-the state update, masks, recurrent dropout, and in the backward loop the
-assembly of the state gradient and the gate gradients -- is one C++ call.
+each. Here everything but the product -- gate activations (vectorized float
+sigmoid/tanh, ``cpu/gate_math.h``), the state update, masks, recurrent dropout,
+and in the backward loop the assembly of the state gradient and the gate
+gradients -- is one C++ pass per step. The products stay in OpenBLAS: each
+forward or backward loop is one C++ call that calls NumPy's own OpenBLAS
+``cblas_?gemm`` between the steps (:func:`blas_gemm` finds its address through
+threadpoolctl), so no Python runs between steps; without that address the loops
+run from Python, ``np.matmul`` and one C++ call per step.
 
 Buffers (time-major, in processing order, i.e. reversed for ``go_backwards``):
 ``H (T+1, B, u)`` the states (``H[0] = h0``), ``HD (T+1, B, u)`` the states
 times the recurrent dropout mask (only with one), and per cell
 
-- LSTM: ``G (T, B, 4u)`` the activated gates ``i, f, g, o`` (Keras order: the
+- LSTM: ``A (T, B, 4u)`` the activated gates ``i, f, g, o`` (Keras order: the
   product ``hd @ U`` is written there and activated in place), ``C (T+1, B, u)``
   the cells, ``TC (T, B, u)`` ``tanh`` of the unmasked new cell;
 - GRU ``reset_after``: ``A (T, B, 3u)`` ``z, r`` and ``ih = (hd @ U)_h + b_h``,
@@ -19,10 +23,12 @@ times the recurrent dropout mask (only with one), and per cell
   r``, ``RH (T, B, u)`` ``r * hd`` and ``HH``;
 - SimpleRNN: ``A (T, B, u)`` the ``tanh`` outputs.
 
-The recurrent-kernel gradient is summed by ``numpy_rnn._KernelGradient`` (in
-chunks, on the worker thread beside the loop when the layer is large enough).
-What is not handled here (other activations or dtypes, array types other than
-``np.ndarray``, no compiler) runs the NumPy kernel (``super()``).
+The recurrent-kernel gradient ``sum_t hd_t^T dZ_t`` is summed in chunks of steps
+after the loop, or (LSTM, and every cell's Python loop) beside it on the worker
+thread when a core is free (``USE_WORKER``); the chunks and their order are the
+same either way. What is not handled here (other activations or dtypes, array
+types other than ``np.ndarray``, non-contiguous ``xproj``, no compiler) runs the
+NumPy kernel (``super()``).
 """
 
 import ctypes
@@ -62,6 +68,10 @@ _SIGNATURES = {
     "rnn_backward_step": (_P, _I) + (_P,) * 6 + (_I, _I),
     "lstm_forward_loop": (_P, _I, _P, _I) + (_P,) * 8 + (_I, _I),
     "lstm_backward_loop": (_P, _I, _I) + (_P,) * 12 + (_I, _I, _I),
+    "gru_forward_loop": (_P, _I, _P, _I) + (_P,) * 10 + (_I, _I),
+    "gru_backward_loop": (_P, _I) + (_P,) * 16 + (_I, _I),
+    "rnn_forward_loop": (_P, _I, _P, _I) + (_P,) * 6 + (_I, _I),
+    "rnn_backward_loop": (_P, _I) + (_P,) * 8 + (_I, _I),
 }
 
 _GEMM = {}  # dtype -> address of the BLAS's cblas_?gemm (ILP64) or 0
@@ -190,13 +200,14 @@ class _Saved:
 # core it hides the gradient products (0.6 ms a layer) behind the loop. Results are the same
 # either way: the chunks are summed in the same order.
 USE_WORKER = "auto"
+_CPUS = os.cpu_count() or 1
 
 
 def _worker(T, B, u, G):
     use = USE_WORKER
     if use == "auto":
         try:
-            use = os.getloadavg()[0] < (os.cpu_count() or 1) - 0.5
+            use = os.getloadavg()[0] < _CPUS - 0.5
         except OSError:
             use = True
     return _loop_worker(T, B, u, G) if use else None
@@ -426,29 +437,38 @@ class CompiledGRUSequence(GRUSequence):
         hd = _Rows(HD) if HD is not None else None
         k = _Rows(keep) if keep is not None else None
         prm = _p(rm) if rm is not None else None
-        matmul = np.matmul
+        rb = None
+        if after and rbias is not None:
+            rb = np.ascontiguousarray(rbias, dtype=dt).reshape(G)
+        prb = _p(rb) if rb is not None else None
         if after:
-            rb = None
-            if rbias is not None:
-                rb = np.ascontiguousarray(rbias, dtype=dt).reshape(G)
-            prb = _p(rb) if rb is not None else None
+            Uc, U_h = _c(U), None
+        else:
+            Uc, U_h = _c(U[:, : 2 * u]), _c(U[:, 2 * u :])
+            RH = pooled((T, B, u), dt)
+        loop, gemm = function("gru_forward_loop", dt), blas_gemm(dt)
+        if loop is not None and gemm is not None:
+            loop(
+                gemm, T, x[0], x.stride // dt.itemsize, _p(Uc),
+                _p(U_h) if U_h is not None else None, prb, h[0], a[0], hh[0],
+                _p(RH) if RH is not None else None, k[0] if k is not None else None, prm,
+                hd[0] if hd is not None else None, B, u,
+            )  # fmt: skip
+        elif after:
             step = steps[0]
-            Uc = _c(U)
             for t in range(T):
-                matmul(Hd[t], Uc, out=A[t])
+                np.matmul(Hd[t], Uc, out=A[t])
                 step(
                     a[t], x[t], prb, h[t], hh[t], h[t + 1], k[t] if k is not None else None,
                     prm, hd[t + 1] if hd is not None else None, B, u,
                 )  # fmt: skip
         else:
             gates, candidate = steps[0], steps[1]
-            U_zr, U_h = _c(U[:, : 2 * u]), _c(U[:, 2 * u :])
-            RH = pooled((T, B, u), dt)
             rh, hdr = _Rows(RH), hd if hd is not None else h
             for t in range(T):
-                matmul(Hd[t], U_zr, out=A[t])
+                np.matmul(Hd[t], Uc, out=A[t])
                 gates(a[t], x[t], hdr[t], rh[t], B, u)
-                matmul(RH[t], U_h, out=HH[t])
+                np.matmul(RH[t], U_h, out=HH[t])
                 candidate(
                     hh[t], x[t], a[t], h[t], h[t + 1], k[t] if k is not None else None, prm,
                     hd[t + 1] if hd is not None else None, B, u,
@@ -480,8 +500,13 @@ class CompiledGRUSequence(GRUSequence):
         keep_h = np.empty((B, u), dt) if s.keep is not None else None
         DI = pooled((T, B, 3 * u), dt)  # what multiplies U^T (reset_after), else dz, dr, dah
         DX = pooled((T, B, 3 * u), dt) if after else DI
-        worker = _worker(T, B, u, 3 * u)
         Hd = _recurrent_inputs(s)
+        loop, gemm = function("gru_backward_loop", dt), blas_gemm(dt)
+        if loop is not None and gemm is not None:
+            return self._loop_backward(
+                loop, gemm, spec, s, d_seq, dh, direct, keep_h, DI, DX, needs
+            )
+        worker = _worker(T, B, u, 3 * u)
         if after:
             grads = [_KernelGradient(Hd, DI, needs[1], worker)]
         else:
@@ -532,6 +557,39 @@ class CompiledGRUSequence(GRUSequence):
             drb = np.add.reduce(DI.reshape(T * B, 3 * u), axis=0)
         return _finish_dx(spec, DX), dU, drb, dh, None
 
+    def _loop_backward(self, loop, gemm, spec, s, d_seq, dh, direct, keep_h, DI, DX, needs):
+        A, U = s.A, s.U
+        T, B, _ = A.shape
+        u = U.shape[0]
+        dt = A.dtype
+        after = spec.reset_after
+        if after:
+            UT, UhT = _c(U.T), None
+        else:
+            UT, UhT = _c(U[:, : 2 * u].T), _c(U[:, 2 * u :].T)
+        scratch = np.empty((2, B, u), dt)  # extra, drh (without reset_after)
+        loop(
+            gemm, T, _p(d_seq) if d_seq is not None else None,
+            _p(s.rm) if s.rm is not None else None, _p(keep_h) if keep_h is not None else None,
+            _p(dh), _p(direct), _p(scratch[0]), _p(scratch[1]), _p(A), _p(s.H),
+            _p(s.HD) if s.HD is not None else None, _p(s.HH),
+            _p(s.keep) if s.keep is not None else None, _p(DI), _p(DX), _p(UT),
+            _p(UhT) if UhT is not None else None, B, u,
+        )  # fmt: skip
+        dU = drb = None
+        if needs[1]:
+            Hd = _recurrent_inputs(s)
+            if after:
+                dU = _chunked_sum(Hd, DI)
+            else:
+                dU = np.concatenate(
+                    [_chunked_sum(Hd, DI[:, :, : 2 * u]), _chunked_sum(s.RH, DI[:, :, 2 * u :])],
+                    axis=1,
+                )
+        if after and needs[2]:
+            drb = np.add.reduce(DI.reshape(T * B, 3 * u), axis=0)
+        return _finish_dx(spec, DX), dU, drb, dh, None
+
 
 class CompiledRNNSequence(RNNSequence):
     """``rnn_sequence`` (``tanh``) with the activation and masks of each step compiled."""
@@ -564,7 +622,13 @@ class CompiledRNNSequence(RNNSequence):
         prm = _p(rm) if rm is not None else None
         matmul = np.matmul
         Uc = _c(U)
-        for t in range(T):
+        loop, gemm = function("rnn_forward_loop", dt), blas_gemm(dt)
+        if loop is not None and gemm is not None:
+            loop(
+                gemm, T, x[0], x.stride // dt.itemsize, _p(Uc), h[0], a[0],
+                k[0] if k is not None else None, prm, hd[0] if hd is not None else None, B, u,
+            )  # fmt: skip
+        for t in range(T) if loop is None or gemm is None else ():
             matmul(Hd[t], Uc, out=A[t])
             step(
                 a[t], x[t], h[t], h[t + 1], k[t] if k is not None else None, prm,
@@ -593,6 +657,16 @@ class CompiledRNNSequence(RNNSequence):
         keep_h = np.empty((B, u), dt) if s.keep is not None else None
         dA = pooled((T, B, u), dt)
         UT = _c(U.T)
+        loop, gemm = function("rnn_backward_loop", dt), blas_gemm(dt)
+        if loop is not None and gemm is not None:
+            loop(
+                gemm, T, _p(d_seq) if d_seq is not None else None,
+                _p(s.rm) if s.rm is not None else None,
+                _p(keep_h) if keep_h is not None else None, _p(dh), _p(A),
+                _p(s.keep) if s.keep is not None else None, _p(dA), _p(UT), B, u,
+            )  # fmt: skip
+            dU = _chunked_sum(_recurrent_inputs(s), dA) if needs[1] else None
+            return _finish_dx(spec, dA), dU, None, dh, None
         kernel_grad = _KernelGradient(_recurrent_inputs(s), dA, needs[1], _worker(T, B, u, u))
         a, da = _Rows(A), _Rows(dA)
         q = _Rows(d_seq) if d_seq is not None else None

@@ -387,12 +387,13 @@ template <typename T>
 using gemm_fn = void (*)(int, int, int, index_t, index_t, index_t, T, const T*, index_t,
                          const T*, index_t, T, T*, index_t);
 
-// C (M, N) = A (M, K) @ B (K, N), all C-contiguous
+// C (M, N) = A (M, K; rows lda apart, default K) @ B (K, N), B and C C-contiguous
 template <typename T>
-inline void gemm(void* f, index_t M, index_t N, index_t K, const T* A, const T* B, T* C) {
+inline void gemm(void* f, index_t M, index_t N, index_t K, const T* A, const T* B, T* C,
+                 index_t lda = 0) {
     const int row_major = 101, no_trans = 111;
-    reinterpret_cast<gemm_fn<T>>(f)(row_major, no_trans, no_trans, M, N, K, T(1), A, K, B, N,
-                                    T(0), C, N);
+    reinterpret_cast<gemm_fn<T>>(f)(row_major, no_trans, no_trans, M, N, K, T(1), A,
+                                    lda ? lda : K, B, N, T(0), C, N);
 }
 
 // The forward loop over `steps` steps: x the first processed step's xproj rows, x_step the
@@ -440,6 +441,89 @@ void lstm_backward_loop(void* gemm_f, index_t steps, bool wants_state, const T* 
     finish_dh<T>(dh, nullptr, rm, nullptr, keep ? keep_h : nullptr, s);
 }
 
+
+// GRU and SimpleRNN loops, as the LSTM's (buffers as in backends/cpu_rnn.py). GRU: U is
+// (u, 3u) with reset_after, else Uzr (u, 2u) and Uh (u, u); A (steps, B, 3u or 2u), HH, RH
+// (steps, B, u; RH without reset_after only).
+template <typename T>
+void gru_forward_loop(void* gemm_f, index_t steps, const T* x, index_t x_step, const T* U,
+                      const T* Uh, const T* rbias, T* H, T* A, T* HH, T* RH, const T* keep,
+                      const T* rm, T* HD, index_t B, index_t u) {
+    const index_t s = B * u;
+    const bool after = Uh == nullptr;
+    const index_t S = after ? 3 * u : 2 * u;
+    for (index_t t = 0; t < steps; ++t) {
+        const T* hd = (HD ? HD : H) + t * s;
+        T* a = A + t * B * S;
+        const T* xt = x + t * x_step;
+        const T* k = keep ? keep + t * B : nullptr;
+        T* hd_next = HD ? HD + (t + 1) * s : nullptr;
+        gemm<T>(gemm_f, B, S, u, hd, U, a);
+        if (after) {
+            gru_forward_step<T>(a, xt, rbias, H + t * s, HH + t * s, H + (t + 1) * s, k, rm,
+                                hd_next, B, u);
+        } else {
+            gru_gates_step<T>(a, xt, hd, RH + t * s, B, u);
+            gemm<T>(gemm_f, B, u, u, RH + t * s, Uh, HH + t * s);
+            gru_candidate_step<T>(HH + t * s, xt, a, H + t * s, H + (t + 1) * s, k, rm, hd_next,
+                                  B, u);
+        }
+    }
+}
+
+// dh (B, u): in, the incoming gradient; out, the initial state's. direct, extra, drh (B, u)
+// and keep_h (with keep) scratch; DI (steps, B, 3u) and, with reset_after, DX (steps, B, 3u)
+// out. UT: U^T (3u, u) with reset_after, else UzrT (2u, u) and UhT (u, u).
+template <typename T>
+void gru_backward_loop(void* gemm_f, index_t steps, const T* dseq, const T* rm, T* keep_h,
+                       T* dh, T* direct, T* extra, T* drh, const T* A, const T* H, const T* HD,
+                       const T* HH, const T* keep, T* DI, T* DX, const T* UT, const T* UhT,
+                       index_t B, index_t u) {
+    const index_t s = B * u, g = B * 3 * u;
+    const bool after = UhT == nullptr;
+    const index_t S = after ? 3 * u : 2 * u;
+    for (index_t t = steps - 1; t >= 0; --t) {
+        const T* a = A + t * B * S;
+        gru_backward_step<T>(dh, t == steps - 1, dseq ? dseq + t * s : nullptr, rm,
+                             keep ? keep_h : nullptr, direct, after ? nullptr : extra, a, S,
+                             H + t * s, HH + t * s, keep ? keep + t * B : nullptr, DI + t * g,
+                             after ? DX + t * g : nullptr, B, u);
+        if (after) {
+            gemm<T>(gemm_f, B, u, 3 * u, DI + t * g, UT, dh);
+        } else {
+            gemm<T>(gemm_f, B, u, u, DI + t * g + 2 * u, UhT, drh, 3 * u);
+            gru_reset_step<T>(drh, a, (HD ? HD : H) + t * s, DI + t * g, extra, B, u);
+            gemm<T>(gemm_f, B, u, 2 * u, DI + t * g, UT, dh, 3 * u);
+        }
+    }
+    finish_dh<T>(dh, after ? nullptr : extra, rm, direct, keep ? keep_h : nullptr, s);
+}
+
+template <typename T>
+void rnn_forward_loop(void* gemm_f, index_t steps, const T* x, index_t x_step, const T* U,
+                      T* H, T* A, const T* keep, const T* rm, T* HD, index_t B, index_t u) {
+    const index_t s = B * u;
+    for (index_t t = 0; t < steps; ++t) {
+        gemm<T>(gemm_f, B, u, u, (HD ? HD : H) + t * s, U, A + t * s);
+        rnn_forward_step<T>(A + t * s, x + t * x_step, H + t * s, H + (t + 1) * s,
+                            keep ? keep + t * B : nullptr, rm, HD ? HD + (t + 1) * s : nullptr,
+                            B, u);
+    }
+}
+
+template <typename T>
+void rnn_backward_loop(void* gemm_f, index_t steps, const T* dseq, const T* rm, T* keep_h,
+                       T* dh, const T* A, const T* keep, T* dA, const T* UT, index_t B,
+                       index_t u) {
+    const index_t s = B * u;
+    for (index_t t = steps - 1; t >= 0; --t) {
+        rnn_backward_step<T>(dh, t == steps - 1, dseq ? dseq + t * s : nullptr, rm, keep_h,
+                             A + t * s, keep ? keep + t * B : nullptr, dA + t * s, B, u);
+        gemm<T>(gemm_f, B, u, u, dA + t * s, UT, dh);
+    }
+    finish_dh<T>(dh, nullptr, rm, nullptr, keep ? keep_h : nullptr, s);
+}
+
 }  // namespace dlx_cpu
 
 using dlx_cpu::index_t;
@@ -478,6 +562,33 @@ using dlx_cpu::index_t;
         const std::int8_t* notify, index_t notify_fd, index_t B, index_t u) {                  \
         dlx_cpu::lstm_backward_loop<T>(gemm, steps, wants_state != 0, dseq, rm, keep_h, dh, dc, \
                                        A, C, TC, keep, dZ, UT, notify, notify_fd, B, u);       \
+    }                                                                                          \
+    extern "C" void dlx_gru_forward_loop_##suffix(                                             \
+        void* gemm, index_t steps, const T* x, index_t x_step, const T* U, const T* Uh,        \
+        const T* rbias, T* H, T* A, T* HH, T* RH, const T* keep, const T* rm, T* HD,           \
+        index_t B, index_t u) {                                                                \
+        dlx_cpu::gru_forward_loop<T>(gemm, steps, x, x_step, U, Uh, rbias, H, A, HH, RH, keep, \
+                                     rm, HD, B, u);                                            \
+    }                                                                                          \
+    extern "C" void dlx_gru_backward_loop_##suffix(                                            \
+        void* gemm, index_t steps, const T* dseq, const T* rm, T* keep_h, T* dh, T* direct,    \
+        T* extra, T* drh, const T* A, const T* H, const T* HD, const T* HH, const T* keep,     \
+        T* DI, T* DX, const T* UT, const T* UhT, index_t B, index_t u) {                       \
+        dlx_cpu::gru_backward_loop<T>(gemm, steps, dseq, rm, keep_h, dh, direct, extra, drh,  \
+                                      A, H, HD, HH, keep, DI, DX, UT, UhT, B, u);              \
+    }                                                                                          \
+    extern "C" void dlx_rnn_forward_loop_##suffix(void* gemm, index_t steps, const T* x,       \
+                                                  index_t x_step, const T* U, T* H, T* A,      \
+                                                  const T* keep, const T* rm, T* HD,           \
+                                                  index_t B, index_t u) {                      \
+        dlx_cpu::rnn_forward_loop<T>(gemm, steps, x, x_step, U, H, A, keep, rm, HD, B, u);     \
+    }                                                                                          \
+    extern "C" void dlx_rnn_backward_loop_##suffix(void* gemm, index_t steps, const T* dseq,   \
+                                                   const T* rm, T* keep_h, T* dh, const T* A,  \
+                                                   const T* keep, T* dA, const T* UT,          \
+                                                   index_t B, index_t u) {                     \
+        dlx_cpu::rnn_backward_loop<T>(gemm, steps, dseq, rm, keep_h, dh, A, keep, dA, UT, B,   \
+                                      u);                                                      \
     }                                                                                          \
     extern "C" void dlx_gru_forward_step_##suffix(T* inner, const T* x, const T* rbias,        \
                                                   const T* h_prev, T* hh, T* h, const T* keep, \
