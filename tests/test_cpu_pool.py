@@ -115,8 +115,9 @@ def test_compiled_equals_the_numpy_kernel_bit_for_bit(calls, rank, geometry, pad
     rng = np.random.default_rng(rank * 100 + geometry * 10 + (padding == "same"))
     spatial = (7, 6, 5)[:rank]
     pads = _pads(spatial, pool_size, strides, padding)
+    channels = (5, 21, 17)[rank - 1]  # whole vectors of channels and the rest, or the rest
     for kind in ("max", "avg"):
-        x = _input(rng, (2,) + spatial + (5,), dtype, nonnegative=kind == "max")
+        x = _input(rng, (2,) + spatial + (channels,), dtype, nonnegative=kind == "max")
         saved, y = _forward_both(x, kind, pool_size, strides, pads)
         g = rng.standard_normal(y.shape).astype(dtype)
         args = (x.shape, kind, pool_size, strides, pads)
@@ -134,8 +135,9 @@ def test_compiled_equals_the_numpy_kernel_bit_for_bit(calls, rank, geometry, pad
 @pytest.mark.parametrize("padding", ["valid", "same"])
 @pytest.mark.parametrize("strides", [2, 1])
 @pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-def test_nan_inf_and_padding_edge_cases_equal_the_numpy_kernel(calls, k, strides, padding):
+def test_nan_inf_and_padding_edge_cases_equal_the_numpy_kernel(calls, dtype, k, strides, padding):
     """NaN windows (NaN out, no gradient), -inf windows next to the padding (the NumPy
     kernel's hit is the padded cell: no gradient), infinite gradients (its ``g * 0``)."""
     rng = np.random.default_rng(21)
@@ -145,6 +147,7 @@ def test_nan_inf_and_padding_edge_cases_equal_the_numpy_kernel(calls, k, strides
     x[:, :, :, 2] = -np.inf
     x[0, 4, 4, 2] = 1.0
     x[:, 5:, 4:, 3] = 0.0  # a ReLU-blocked window
+    x = np.concatenate([x] * 5, axis=-1).astype(dtype)  # every lane of a vector, the rest
     pool_size, stride = (k, k), (strides, strides)
     pads = _pads(x.shape[1:-1], pool_size, stride, padding)
     assert k == 2 or padding == "valid" or pads[0][0] == 1  # padded first cells
@@ -153,7 +156,7 @@ def test_nan_inf_and_padding_edge_cases_equal_the_numpy_kernel(calls, k, strides
     cases.append(("max", "backward_relu", np.maximum(x, 0)))
     for kind, method, x in cases:
         saved, y = _forward_both(x, kind, pool_size, stride, pads)
-        g = rng.standard_normal(y.shape)
+        g = rng.standard_normal(y.shape).astype(dtype)
         g[0, 0, 0, :] = np.inf
         g[1, 1, 1, :] = np.nan
         g[1, -1, -1, :] = -np.inf

@@ -133,11 +133,73 @@ class WindowCells {
     std::vector<T> offsets_;
 };
 
+// 32-byte vectors of T (GCC/Clang vector extensions), their comparison masks (integers of
+// the same width), and as many bytes as lanes.
+template <typename T>
+struct Vec;
+template <>
+struct Vec<float> {
+    typedef float type __attribute__((vector_size(32)));
+    typedef std::int32_t mask __attribute__((vector_size(32)));
+    typedef std::uint8_t bytes __attribute__((vector_size(8)));
+};
+template <>
+struct Vec<double> {
+    typedef double type __attribute__((vector_size(32)));
+    typedef std::int64_t mask __attribute__((vector_size(32)));
+    typedef std::uint8_t bytes __attribute__((vector_size(4)));
+};
+
+template <typename V, typename T>
+inline V load(const T* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(V));
+    return v;
+}
+
+// U vectors of channels of one window, their running maxima and hit offsets in registers.
+template <typename T, bool keep, int U>
+inline void max_channels(const T* __restrict__ x, const index_t* r, const T* k, index_t m,
+                         bool padded, T* __restrict__ yr, std::uint8_t* __restrict__ hr) {
+    using V = typename Vec<T>::type;
+    using M = typename Vec<T>::mask;
+    constexpr int L = sizeof(V) / sizeof(T);
+    const M no_hit = M{} + kNoHit;
+    V best[U];
+    M at[U];
+    for (int u = 0; u < U; ++u) {
+        best[u] = padded ? V{} - std::numeric_limits<T>::infinity() : load<V>(x + r[0] + u * L);
+        at[u] = padded ? no_hit : M{};
+    }
+    for (index_t j = padded ? 0 : 1; j < m; ++j) {
+        const T* xr = x + r[j];
+        const M kj = M{} + static_cast<std::int32_t>(k[j]);
+        for (int u = 0; u < U; ++u) {
+            // take v when it is larger, or NaN, unless the maximum is NaN already
+            const V v = load<V>(xr + u * L), b = best[u];
+            const M take = ((v <= b) == 0) & (b == b);
+            best[u] = take ? v : b;
+            if (keep) at[u] = take ? kj : at[u];
+        }
+    }
+    for (int u = 0; u < U; ++u) {
+        std::memcpy(yr + u * L, &best[u], sizeof(V));
+        if (keep) {
+            const V b = best[u];
+            const M h = (b != b ? no_hit : at[u]) | ((b > T(0)) & kPositive);
+            using B = typename Vec<T>::bytes;
+            const B packed = __builtin_convertvector(h, B);
+            std::memcpy(hr + u * L, &packed, L);
+        }
+    }
+}
+
 // y = the maximum of each window (NaN when it holds one, as np.maximum gives; padded cells
 // count as -inf); hits (with `keep`) = the offset of the first cell equal to it.
 template <typename T, bool keep>
 void max_forward_windows(const Geometry& g, const T* __restrict__ x, T* __restrict__ y,
                          std::uint8_t* __restrict__ hits) {
+    constexpr index_t W = 2 * sizeof(typename Vec<T>::type) / sizeof(T);  // two vectors
     const index_t c = g.c;
     WindowCells<T> cells(g);
     std::vector<T> scratch(c);  // the offsets as T while a window is scanned
@@ -147,19 +209,26 @@ void max_forward_windows(const Geometry& g, const T* __restrict__ x, T* __restri
         const index_t m = cells(n, sd, sh, sw);
         const index_t* r = cells.rows();
         const T* k = cells.offsets;
-        T* __restrict__ yr = y + out * c;
         // offset 0 in the padding: -inf, and the NumPy kernel's hit there (lost)
         const bool padded = sd.lo > 0 || sh.lo > 0 || sw.lo > 0;
+        T* __restrict__ yr = y + out * c;
+        std::uint8_t* __restrict__ hr = keep ? hits + out * c : nullptr;
+        index_t i0 = 0;
+        for (; i0 + W <= c; i0 += W) {
+            max_channels<T, keep, 2>(x + i0, r, k, m, padded, yr + i0, keep ? hr + i0 : nullptr);
+        }
+        if (i0 == c) return;
+        // the last channels, cell after cell
         if (padded) {
 #pragma omp simd
-            for (index_t i = 0; i < c; ++i) {
+            for (index_t i = i0; i < c; ++i) {
                 yr[i] = -inf;
                 if (keep) at[i] = no_hit;
             }
         } else {
             const T* x0 = x + r[0];
 #pragma omp simd
-            for (index_t i = 0; i < c; ++i) {
+            for (index_t i = i0; i < c; ++i) {
                 yr[i] = x0[i];
                 if (keep) at[i] = T(0);
             }
@@ -168,8 +237,7 @@ void max_forward_windows(const Geometry& g, const T* __restrict__ x, T* __restri
             const T* xr = x + r[j];
             const T kj = k[j];
 #pragma omp simd
-            for (index_t i = 0; i < c; ++i) {
-                // take v when it is larger, or NaN, unless the maximum is NaN already
+            for (index_t i = i0; i < c; ++i) {
                 const T v = xr[i], b = yr[i];
                 const bool take = !(v <= b) && b == b;
                 yr[i] = take ? v : b;
@@ -177,9 +245,8 @@ void max_forward_windows(const Geometry& g, const T* __restrict__ x, T* __restri
             }
         }
         if (keep) {
-            std::uint8_t* __restrict__ hr = hits + out * c;
 #pragma omp simd
-            for (index_t i = 0; i < c; ++i) {
+            for (index_t i = i0; i < c; ++i) {
                 const std::uint8_t offset = static_cast<std::uint8_t>(at[i]);
                 hr[i] = (yr[i] != yr[i] ? kNoHit : offset) | (yr[i] > T(0) ? kPositive : 0);
             }
