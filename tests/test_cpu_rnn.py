@@ -410,3 +410,26 @@ def test_the_worker_changes_no_result_bits(loop, monkeypatch):
     monkeypatch.setattr(cpu_rnn, "_loop_worker", lambda *shape: numpy_rnn._worker())
     beside = _run(cpu_rnn.CompiledLSTMSequence(), spec, inputs, grads)[1][1]
     np.testing.assert_array_equal(inline, beside)
+
+
+@pytest.mark.parametrize("x_grad", [True, False])
+def test_sequence_projection_halves_in_line_give_the_same_bits(x_grad, monkeypatch):
+    """While no core is free the projection's halves run on this thread: same arithmetic."""
+    monkeypatch.setattr(numpy_rnn, "WORKER_MIN_WORK", 0)  # split even this small product
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 5, 4)).astype(np.float32)
+    kernel = rng.standard_normal((4, 12)).astype(np.float32)
+    bias = rng.standard_normal(12).astype(np.float32)
+    g = rng.standard_normal((5, 6, 12)).astype(np.float32)
+    needs = (x_grad, True, True)
+    results = []
+    for free in (True, False):
+        monkeypatch.setattr(cpu_rnn, "USE_WORKER", free)
+        projection = cpu_rnn.CompiledSequenceProjection()
+        y, saved = projection.forward(x, kernel, bias)
+        grads = projection.backward(saved, g, needs)
+        results.append([np.array(y)] + [np.array(a) for a in grads if a is not None])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    expected = np.einsum("btf,fg->tbg", x, kernel) + bias
+    np.testing.assert_allclose(results[1][0], expected, rtol=1e-5, atol=1e-5)
