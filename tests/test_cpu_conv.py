@@ -28,8 +28,10 @@ TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12
 
 @pytest.fixture
 def calls(monkeypatch):
-    """The compiled kernels on; returns a dict ``{function name: calls}`` filled as they run."""
+    """The compiled kernels on (also under ``DLX_KERNELS=generic``); returns a dict
+    ``{function name: calls}`` filled as they run."""
     monkeypatch.delenv("DLX_KERNELS", raising=False)
+    dlx.backends.set_kernels_enabled(True)  # the autouse fixture of conftest restores it
     cpu_kernels.forget()
     counts = {}
     real = cpu_kernels.compiled
