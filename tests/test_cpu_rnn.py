@@ -35,6 +35,7 @@ def _compiled(monkeypatch):
     """The compiled kernels on (whatever DLX_KERNELS says outside), forgotten afterwards."""
     monkeypatch.delenv("DLX_KERNELS", raising=False)
     cpu_kernels.forget()
+    dlx.backends.set_kernels_enabled(True)
     yield
     monkeypatch.undo()
     cpu_kernels.forget()
