@@ -146,6 +146,8 @@ class CompiledConv(NumpyConv):
     # ------------------------------------------------------------------ primitives
 
     def forward(self, x, w, b, geometry, relu, keep):
+        """x ``(N, *S, C)``, w ``(*K, C, F)``, b ``(F,)`` or None -> ``(y, saved)``: y
+        ``(N, *O, F)`` (a pooled buffer), saved the columns when ``keep``."""
         strides, dilation, pads, groups = geometry
         if groups != 1 or not _float(x, w, b):
             return super().forward(x, w, b, geometry, relu, keep)
@@ -192,6 +194,8 @@ class CompiledConv(NumpyConv):
         return y.reshape((n,) + out_size + (f,)), (cols if keep else None)
 
     def input_grad(self, g, w, geometry, x_shape):
+        """g ``(N, *O, F)``, w ``(*K, C, F)`` -> the input gradient ``x_shape`` ``(N, *S, C)``
+        (a pooled buffer)."""
         strides, dilation, pads, groups = geometry
         kernel_size = w.shape[:-2]
         col2im = _function("col2im", g.dtype) if _float(g, w) else None
@@ -228,6 +232,7 @@ class CompiledConv(NumpyConv):
         return gx
 
     def _weight_grad(self, x, g, geometry, w_shape, saved):
+        """As :meth:`NumpyConv._weight_grad`, with compiled im2col when nothing was saved."""
         strides, dilation, pads, groups = geometry
         if groups != 1 or not _float(x, g):
             return super()._weight_grad(x, g, geometry, w_shape, saved)
