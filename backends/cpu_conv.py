@@ -78,6 +78,11 @@ def _geometry(n, c, in_size, out_size, kernel_size, strides, dilation, before):
     return np.array(values, dtype=np.int64)
 
 
+def _is_view(kernel_cells, strides, pads):
+    """Whether the columns are ``x`` itself: 1x1 kernels, stride 1, no padding."""
+    return kernel_cells == 1 and all(s == 1 for s in strides) and all(b == a == 0 for b, a in pads)
+
+
 class CompiledConv(NumpyConv):
     """Kernel table entry ``"conv"``: :class:`NumpyConv` with im2col, col2im and bias + ReLU
     compiled (see the module docstring).
@@ -109,7 +114,7 @@ class CompiledConv(NumpyConv):
         x = np.ascontiguousarray(x)
         kp = math.prod(kernel_size)
         m = n * math.prod(out_size)
-        if kp == 1 and all(s == 1 for s in strides) and all(b == a == 0 for b, a in pads):
+        if _is_view(kp, strides, pads):
             return x.reshape(m, c), out_size, None
         geometry = _geometry(
             n, c, x.shape[1:-1], out_size, kernel_size, strides, dilation, [b for b, _ in pads]
@@ -155,7 +160,9 @@ class CompiledConv(NumpyConv):
         kernel_size = w.shape[:-2]
         n, c, f = x.shape[0], x.shape[-1], w.shape[-1]
         kp = math.prod(kernel_size)
-        fold_bias = c == 1 and b is not None
+        # single-channel input: the bias rides in the product on a row of ones, except for
+        # 1x1 kernels, whose columns are a view of x
+        fold_bias = c == 1 and b is not None and not _is_view(kp, strides, pads)
         width = kp * c + (1 if fold_bias else 0)
         # Kept columns (for the weight gradient) are written whole: a product per block
         # costs more in OpenBLAS's thread hand-offs than its cache-warm columns save.
@@ -200,15 +207,12 @@ class CompiledConv(NumpyConv):
         kernel_size = w.shape[:-2]
         col2im = _function("col2im", g.dtype) if _float(g, w) else None
         kp = math.prod(kernel_size)
-        single_product = (
-            kp == 1 and all(s == 1 for s in strides) and all(b == a == 0 for b, a in pads)
-        )
         n, c, f = g.shape[0], x_shape[-1], w.shape[-1]
         if (
             col2im is None
             or groups != 1
             or len(kernel_size) > 3
-            or single_product
+            or _is_view(kp, strides, pads)  # one product, no col2im
             or min(g.shape) == 0
             or c == 0
         ):

@@ -194,6 +194,21 @@ def test_even_kernels_with_same_padding_and_cropping_pads(calls):
     assert calls["im2col_rows"] and calls["col2im"]
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_one_by_one_kernels_take_x_as_columns(calls, channels):
+    """No im2col; with one channel the bias is added after the product, not folded."""
+    rng = np.random.default_rng(10)
+    for relu in (0, 1):
+        x, w, b, g, geometry = _case(
+            rng, np.float64, 2, channels, (1, 1), (1, 1), (1, 1), "same", True
+        )
+        compiled = _all_primitives(cpu_conv.CONV, x, w, b, g, geometry, relu)
+        reference = _generic(x, w, b, g, geometry, relu)
+        for index, (c, r) in enumerate(zip(compiled, reference)):
+            np.testing.assert_allclose(c, r, rtol=1e-12, atol=1e-12, err_msg=str(index))
+    assert calls["bias_relu"] and not calls.get("im2col_rows") and not calls.get("col2im")
+
+
 def test_non_contiguous_inputs(calls):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 3, 7, 6)).transpose(0, 2, 3, 1)  # channels_first data
@@ -279,6 +294,7 @@ LAYER_CASES = [
         (2, 5, 4, 1),
     ),
     (layers.Conv2D, dict(filters=2, kernel_size=3, strides=(2, 1)), (2, 6, 5, 3)),
+    (layers.Conv2D, dict(filters=2, kernel_size=1, activation="relu"), (2, 3, 4, 1)),
     (layers.Conv3D, dict(filters=2, kernel_size=2, padding="same"), (1, 3, 4, 3, 2)),
     (
         layers.Conv2DTranspose,
@@ -296,4 +312,7 @@ def test_float64_layer_gradients_through_the_compiled_kernels(calls, cls, kwargs
     rng = np.random.default_rng(9)
     layer = cls(dtype="float64", bias_initializer="random_normal", **kwargs)
     check_layer_gradients(layer, rng.standard_normal(shape))
-    assert calls.get("col2im") and (calls.get("im2col_rows") or calls.get("im2col_offsets"))
+    if layer.kernel_size == (1, 1):
+        assert calls.get("bias_relu")
+    else:
+        assert calls.get("col2im") and (calls.get("im2col_rows") or calls.get("im2col_offsets"))
