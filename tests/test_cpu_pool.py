@@ -29,9 +29,10 @@ needs_compiler = pytest.mark.skipif(
 
 @pytest.fixture
 def calls(monkeypatch):
-    """The compiled kernels on, and a Counter of the pooling.cpp functions that ran
-    (``(name, relu)`` for max_pool_backward)."""
+    """The compiled kernels on (also under ``DLX_KERNELS=numpy`` or ``generic``), and a
+    Counter of the pooling.cpp functions that ran (``(name, relu)`` for max_pool_backward)."""
     monkeypatch.delenv("DLX_KERNELS", raising=False)
+    dlx.backends.set_kernels_enabled(True)  # the autouse fixture of conftest restores it
     cpu_kernels.forget()
     counter = collections.Counter()
     real = cpu_kernels.compiled
@@ -166,7 +167,7 @@ def test_nan_inf_and_padding_edge_cases_equal_the_numpy_kernel(calls, dtype, k, 
 
 
 @needs_compiler
-def test_first_maximum_wins_ties():
+def test_first_maximum_wins_ties(calls):
     x = np.zeros((1, 4, 4, 2), np.float32)
     x[0, :2, :2, 0] = 3.0  # four equal maxima: the first, (0, 0), takes the gradient
     x[0, 2, 3, 1] = x[0, 3, 2, 1] = 5.0  # two: (2, 3) comes first
@@ -175,6 +176,7 @@ def test_first_maximum_wins_ties():
     gx = COMPILED.backward(np.ones_like(y), saved, x.shape, "max", (2, 2), (2, 2), ((0, 0),) * 2)
     assert gx[0, 0, 0, 0] == 1 and gx[0, :2, :2, 0].sum() == 1
     assert gx[0, 2, 3, 1] == 1 and gx[0, 3, 2, 1] == 0
+    assert calls["max_pool_forward"] == calls[("max_pool_backward", False)] == 1
 
 
 CASES = [
