@@ -49,7 +49,6 @@ _SOURCE = "convolution"
 _p = cpu_library.pointer
 _SIGNATURES = {
     "im2col_rows": (_P, _P, _P, _I, _I),
-    "im2col_rows_stream": (_P, _P, _P, _I, _I),
     "im2col_offsets": (_P, _P, _P, _I, _I, _I, _I),
     "col2im": (_P, _P, _P, _I, _I),
     "bias_relu": (_P, _P, _I, _I, _I),
@@ -89,14 +88,10 @@ class CompiledConv(NumpyConv):
     compiled (see the module docstring).
 
     ``block_bytes``: the size of the blocks of columns (and outputs) that an inference
-    forward and the input gradient go through one at a time. ``stream_columns``: whole
-    columns (a training forward's) are written with non-temporal stores.
+    forward and the input gradient go through one at a time.
     """
 
     block_bytes = 1 << 20
-    # whole columns (8.9 MiB for cnn_train's second layer) go out with non-temporal
-    # stores: no cache line is read in to be overwritten (forward 3.7 -> 3.4 ms)
-    stream_columns = True
 
     # ------------------------------------------------------------------ helpers
 
@@ -112,9 +107,7 @@ class CompiledConv(NumpyConv):
         if len(kernel_size) > 3:
             return None
         n, c = x.shape[0], x.shape[-1]
-        stream = self.stream_columns and block is None
-        rows_name = "im2col_rows_stream" if stream else "im2col_rows"
-        kernel = _function("im2col_offsets" if c == 1 else rows_name, x.dtype)
+        kernel = _function("im2col_offsets" if c == 1 else "im2col_rows", x.dtype)
         out_size = _out_size(x.shape[1:-1], kernel_size, strides, dilation, pads)
         if kernel is None or any(o <= 0 for o in out_size) or n == 0 or c == 0:
             return None

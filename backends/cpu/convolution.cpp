@@ -10,10 +10,6 @@
 // where pad_* is the zero count before each axis (negative: that many cells cropped).
 // Input cell i meets output cell o and kernel offset k when i = o * stride + k * dilation - pad.
 #include <algorithm>
-#include <vector>
-#if defined(__SSE2__)
-#include <immintrin.h>
-#endif
 
 #include "common.h"
 
@@ -45,42 +41,17 @@ inline void copy_or_zero(T* dst, const T* src, index_t count) {
 
 // Rows [r0, r1) of the columns (N * O, Kp * C), row-major, into cols (r1 - r0, Kp * C):
 // row (n, o), column (k, ch) = x[n, o * s + k * d - pad, ch], or 0 outside x.
-// Copies count elements, with non-temporal stores from the first 16-byte aligned one on.
 template <typename T>
-inline void stream_copy(T* dst, const T* src, index_t count) {
-#if defined(__SSE2__)
-    index_t i = 0;
-    for (; i < count && (reinterpret_cast<std::uintptr_t>(dst + i) & 15) != 0; ++i) dst[i] = src[i];
-    constexpr index_t lanes = 16 / sizeof(T);
-    for (; i + lanes <= count; i += lanes) {
-        if constexpr (sizeof(T) == 4) {
-            _mm_stream_ps(reinterpret_cast<float*>(dst + i),
-                          _mm_loadu_ps(reinterpret_cast<const float*>(src + i)));
-        } else {
-            _mm_stream_pd(reinterpret_cast<double*>(dst + i),
-                          _mm_loadu_pd(reinterpret_cast<const double*>(src + i)));
-        }
-    }
-    for (; i < count; ++i) dst[i] = src[i];
-#else
-    std::memcpy(dst, src, sizeof(T) * count);
-#endif
-}
-
-// With stream, every row is gathered in a scratch row (in L1) and then streamed out, so the
-// cache lines of cols are not read in first only to be overwritten.
-template <typename T, bool stream>
 void im2col_rows(const T* x, T* cols, const index_t* geometry, index_t r0, index_t r1) {
     const ConvGeometry g(geometry);
     const index_t c = g.c, run = g.k[2] * c, kpc = g.kernel_cells() * c;
-    std::vector<T> scratch(stream ? kpc : 0);
     // the output cell of row r0, then counted up row by row
     index_t ox = r0 % g.out[2], rest = r0 / g.out[2];
     index_t oy = rest % g.out[1];
     rest /= g.out[1];
     index_t oz = rest % g.out[0], n = rest / g.out[0];
     for (index_t r = r0; r < r1; ++r) {
-        T* dst = stream ? scratch.data() : cols + (r - r0) * kpc;
+        T* dst = cols + (r - r0) * kpc;
         const T* xn = x + n * g.in[0] * g.in[1] * g.in[2] * c;
         const index_t x0 = ox * g.s[2] - g.pad[2];
         const bool whole_run = g.d[2] == 1 && x0 >= 0 && x0 + g.k[2] <= g.in[2];
@@ -104,7 +75,6 @@ void im2col_rows(const T* x, T* cols, const index_t* geometry, index_t r0, index
                 }
             }
         }
-        if (stream) stream_copy(cols + (r - r0) * kpc, scratch.data(), kpc);
         if (++ox == g.out[2]) {
             ox = 0;
             if (++oy == g.out[1]) {
@@ -247,12 +217,7 @@ void bias_relu(T* y, const T* bias, index_t m, index_t f, index_t relu) {
 #define DLX_CONVOLUTION(T, suffix)                                                           \
     extern "C" void dlx_im2col_rows_##suffix(const T* x, T* cols, const dlx_cpu::index_t* g,  \
                                              dlx_cpu::index_t r0, dlx_cpu::index_t r1) {     \
-        dlx_cpu::im2col_rows<T, false>(x, cols, g, r0, r1);                                  \
-    }                                                                                        \
-    extern "C" void dlx_im2col_rows_stream_##suffix(const T* x, T* cols,                     \
-                                                    const dlx_cpu::index_t* g,               \
-                                                    dlx_cpu::index_t r0, dlx_cpu::index_t r1) { \
-        dlx_cpu::im2col_rows<T, true>(x, cols, g, r0, r1);                                   \
+        dlx_cpu::im2col_rows<T>(x, cols, g, r0, r1);                                         \
     }                                                                                        \
     extern "C" void dlx_im2col_offsets_##suffix(const T* x, T* cols, const dlx_cpu::index_t* g, \
                                                 dlx_cpu::index_t ones, dlx_cpu::index_t r0,  \
