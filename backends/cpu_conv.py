@@ -20,11 +20,11 @@ parts in C++ and its matrix products left to NumPy (OpenBLAS):
   the columns never exist whole (34 MiB for ``cnn_infer256``'s second layer);
   a training forward writes them whole, as the weight gradient needs them (a
   product per block costs more in OpenBLAS's thread hand-offs than it saves);
-* bias + ReLU in place in one pass.
+* bias + ReLU in place in one pass, and the ReLU gradient in one pass (when no max
+  pool follows to fold it into its own backward).
 
-The ReLU gradient and the bias gradient stay NumPy's: the first is folded into
-the max pool's backward when a pool follows, the second (one matrix-vector
-product) measured faster than a compiled column sum.
+The bias gradient stays NumPy's: one matrix-vector product measured faster than
+a compiled column sum.
 
 Shapes and layouts are those of ``dlx.ops.convolution`` (channels_last arrays,
 kernels ``(*K, C // groups, F)``); 1D and 2D convolutions go to the C++ code as
@@ -52,6 +52,7 @@ _SIGNATURES = {
     "im2col_offsets": (_P, _P, _P, _I, _I, _I, _I),
     "col2im": (_P, _P, _P, _I, _I),
     "bias_relu": (_P, _P, _I, _I, _I),
+    "relu_grad": (_P, _P, _P, _I),
 }
 
 
@@ -84,8 +85,8 @@ def _is_view(kernel_cells, strides, pads):
 
 
 class CompiledConv(NumpyConv):
-    """Kernel table entry ``"conv"``: :class:`NumpyConv` with im2col, col2im and bias + ReLU
-    compiled (see the module docstring).
+    """Kernel table entry ``"conv"``: :class:`NumpyConv` with im2col, col2im, bias + ReLU
+    and the ReLU gradient compiled (see the module docstring).
 
     ``block_bytes``: the size of the blocks of columns (and outputs) that an inference
     forward and the input gradient go through one at a time.
@@ -199,6 +200,16 @@ class CompiledConv(NumpyConv):
                     y_at + r0 * row_bytes, None if b is None else _p(b), r1 - r0, f, int(relu)
                 )
         return y.reshape((n,) + out_size + (f,)), (cols if keep else None)
+
+    def relu_grad(self, g, y):
+        """``g`` where ``y > 0``, else 0 (the generic ``where``), both ``(N, *O, F)``."""
+        kernel = _function("relu_grad", g.dtype) if _float(g, y) else None
+        if kernel is None or g.shape != y.shape:
+            return super().relu_grad(g, y)
+        g, y = np.ascontiguousarray(g), np.ascontiguousarray(y)
+        out = pooled(g.shape, g.dtype)
+        kernel(_p(g), _p(y), _p(out), g.size)
+        return out
 
     def input_grad(self, g, w, geometry, x_shape):
         """g ``(N, *O, F)``, w ``(*K, C, F)`` -> the input gradient ``x_shape`` ``(N, *S, C)``

@@ -209,6 +209,26 @@ def test_one_by_one_kernels_take_x_as_columns(calls, channels):
     assert calls["bias_relu"] and not calls.get("im2col_rows") and not calls.get("col2im")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_grad_is_the_generic_where(calls, dtype):
+    rng = np.random.default_rng(11)
+    y = rng.standard_normal((3, 5, 4, 6)).astype(dtype)
+    y[0, 0, 0] = 0.0  # y == 0 passes nothing
+    g = rng.standard_normal((3, 5, 4, 6)).astype(dtype)
+    expected = np.where(y > 0, g, 0)
+    np.testing.assert_array_equal(_copy(cpu_conv.CONV.relu_grad(g, y)), expected)
+    np.testing.assert_array_equal(_copy(NumpyConv().relu_grad(g, y)), expected)
+    # where y <= 0 a NaN or inf in g gives 0, as the generic where (not NaN, as g * mask)
+    g[y <= 0] = np.nan
+    g[1, 1, 1][y[1, 1, 1] > 0] = np.inf
+    expected = np.where(y > 0, g, 0)
+    np.testing.assert_array_equal(_copy(cpu_conv.CONV.relu_grad(g, y)), expected)
+    # non-contiguous operands
+    gt, yt = g.transpose(0, 2, 1, 3), y.transpose(0, 2, 1, 3)
+    np.testing.assert_array_equal(_copy(cpu_conv.CONV.relu_grad(gt, yt)), np.where(yt > 0, gt, 0))
+    assert calls["relu_grad"] == 3
+
+
 def test_non_contiguous_inputs(calls):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 3, 7, 6)).transpose(0, 2, 3, 1)  # channels_first data
@@ -312,6 +332,8 @@ def test_float64_layer_gradients_through_the_compiled_kernels(calls, cls, kwargs
     rng = np.random.default_rng(9)
     layer = cls(dtype="float64", bias_initializer="random_normal", **kwargs)
     check_layer_gradients(layer, rng.standard_normal(shape))
+    if kwargs.get("activation") == "relu":
+        assert calls.get("relu_grad")  # no max pool follows to fold the ReLU's backward into
     if layer.kernel_size == (1, 1):
         assert calls.get("bias_relu")
     else:

@@ -1,6 +1,6 @@
 // Convolution helpers around NumPy's matrix products (see backends/cpu_conv.py):
-// im2col straight from the unpadded input, col2im with no padded copy, and bias + ReLU in
-// place, each in one pass over memory.
+// im2col straight from the unpadded input, col2im with no padded copy, bias + ReLU in place
+// and the ReLU gradient, each in one pass over memory.
 //
 // Every array is channels_last and C-contiguous. 1D and 2D convolutions arrive as 3D ones
 // with leading spatial axes of size 1 (kernel 1, stride 1, dilation 1, no padding).
@@ -212,6 +212,13 @@ void bias_relu(T* y, const T* bias, index_t m, index_t f, index_t relu) {
     }
 }
 
+// out = g where y > 0, else 0 (the generic where: a NaN or inf in g where y <= 0 gives 0).
+template <typename T>
+void relu_grad(const T* g, const T* y, T* out, index_t size) {
+#pragma omp simd
+    for (index_t i = 0; i < size; ++i) out[i] = y[i] > T(0) ? g[i] : T(0);
+}
+
 }  // namespace dlx_cpu
 
 #define DLX_CONVOLUTION(T, suffix)                                                           \
@@ -231,6 +238,10 @@ void bias_relu(T* y, const T* bias, index_t m, index_t f, index_t relu) {
     extern "C" void dlx_bias_relu_##suffix(T* y, const T* bias, dlx_cpu::index_t m,          \
                                            dlx_cpu::index_t f, dlx_cpu::index_t relu) {      \
         dlx_cpu::bias_relu<T>(y, bias, m, f, relu);                                          \
+    }                                                                                        \
+    extern "C" void dlx_relu_grad_##suffix(const T* g, const T* y, T* out,                   \
+                                           dlx_cpu::index_t size) {                          \
+        dlx_cpu::relu_grad<T>(g, y, out, size);                                              \
     }
 DLX_CONVOLUTION(float, f32)
 DLX_CONVOLUTION(double, f64)
