@@ -25,7 +25,7 @@ times the recurrent dropout mask (only with one), and per cell
 
 The recurrent-kernel gradient ``sum_t hd_t^T dZ_t`` is summed in chunks of steps
 after the loop, or (LSTM, and every cell's Python loop) beside it on the worker
-thread when a core is free (``USE_WORKER``); the chunks and their order are the
+thread when ``USE_WORKER`` is set (off by default); the chunks and their order are the
 same either way. What is not handled here (other activations or dtypes, array
 types other than ``np.ndarray``, non-contiguous ``xproj``, no compiler) runs the
 NumPy kernel (``super()``).
@@ -196,25 +196,18 @@ class _Saved:
     __slots__ = ("H", "HD", "C", "A", "TC", "HH", "RH", "U", "keep", "rm", "rbias")
 
 
-# Whether the recurrent-kernel gradient is summed on the worker thread beside the loops of
-# large layers (as the NumPy kernels do): True, False, or "auto": only while the machine has a
-# core to spare (1-minute load average under the CPU count minus one half). Measured on the
-# 2-core machine with both cores busy with other work, the worker made lstm_train 3-5% slower
-# (the second thread gets no core of its own and wakes up in the way of the loop); with a free
-# core it hides the gradient products (0.6 ms a layer) behind the loop. Results are the same
+# Whether the recurrent-kernel gradient (and half of the sequence projection) goes to the
+# worker thread beside the loops of large layers, as the NumPy kernels do. Off: on the 2-core
+# machine lstm_train measured 10.3 ms without the worker and 12.7 ms with it, idle
+# (2026-12-02), and 3-5% slower with it under load -- OpenBLAS's own second thread already
+# holds the other core. Machines with cores to spare may turn it on. Results are the same
 # either way: the chunks are summed in the same order.
-USE_WORKER = "auto"
-_CPUS = os.cpu_count() or 1
+USE_WORKER = False
 
 
 def _core_free():
     """Whether work may go to the worker thread (see ``USE_WORKER``)."""
-    if USE_WORKER != "auto":
-        return bool(USE_WORKER)
-    try:
-        return os.getloadavg()[0] < _CPUS - 0.5
-    except OSError:
-        return True
+    return bool(USE_WORKER)
 
 
 def _worker(T, B, u, G):
@@ -697,8 +690,8 @@ class CompiledRNNSequence(RNNSequence):
 class CompiledSequenceProjection(SequenceProjection):
     """``sequence_projection`` as the NumPy kernel computes it (the same halves of the same
     products, so the same results), but the half it hands to the worker thread runs on this
-    thread instead while the machine has no core to spare (``USE_WORKER``): on the busy
-    2-core machine the hand-over cost lstm_train 5%."""
+    thread instead unless ``USE_WORKER`` is set: on the 2-core machine the hand-over cost
+    lstm_train 5%."""
 
     def forward(self, x, kernel, bias):
         B, T, F = x.shape

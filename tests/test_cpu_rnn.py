@@ -399,7 +399,7 @@ def test_kernel_gradient_on_the_worker_thread(cell, loop, monkeypatch):
 @pytest.mark.parametrize("loop", [True, False], ids=["loop", "steps"])
 def test_the_worker_changes_no_result_bits(loop, monkeypatch):
     """The kernel gradient is summed in the same chunks, in the same order, with or without
-    the worker thread (USE_WORKER="auto" picks by the machine's load)."""
+    the worker thread (USE_WORKER)."""
     if not loop:
         monkeypatch.setattr(cpu_rnn, "blas_gemm", lambda dtype: None)
     spec, inputs, grads = _case("lstm", "float32", False, False, False, True, True)
@@ -415,7 +415,8 @@ def test_the_worker_changes_no_result_bits(loop, monkeypatch):
 
 @pytest.mark.parametrize("x_grad", [True, False])
 def test_sequence_projection_halves_in_line_give_the_same_bits(x_grad, monkeypatch):
-    """While no core is free the projection's halves run on this thread: same arithmetic."""
+    """Without the worker (USE_WORKER off) the projection's halves run on this thread: same
+    arithmetic."""
     monkeypatch.setattr(numpy_rnn, "WORKER_MIN_WORK", 0)  # split even this small product
     rng = np.random.default_rng(0)
     x = rng.standard_normal((6, 5, 4)).astype(np.float32)
