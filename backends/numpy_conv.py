@@ -96,7 +96,7 @@ def _out_size(shape, kernel_size, strides, dilation, pads):
 def _im2col(x, kernel_size, strides, dilation, pads, ones=False):
     """``(M, Kp * C)`` columns (often a view of a pooled buffer) and the output size.
 
-    1x1 kernels use a view of x; single-channel inputs are gathered one kernel
+    1x1 kernels use a view of x (unless ``ones`` asks for the row of ones); single-channel inputs are gathered one kernel
     offset at a time into a ``(Kp, M)`` buffer (contiguous rows) and returned
     transposed -- with ``ones`` that buffer gets a last row of ones, and the
     columns ``(M, Kp + 1)`` carry it (a bias row appended to the kernel then
@@ -109,7 +109,7 @@ def _im2col(x, kernel_size, strides, dilation, pads, ones=False):
     n, c = x.shape[0], x.shape[-1]
     kp = math.prod(kernel_size)
     m = n * math.prod(out_size)
-    if kp == 1 and all(s == 1 for s in strides) and xpad.flags.c_contiguous:
+    if kp == 1 and all(s == 1 for s in strides) and xpad.flags.c_contiguous and not ones:
         return xpad.reshape(m, c), out_size
     if c == 1:
         buffer = pooled((kp + 1 if ones else kp, m), x.dtype)

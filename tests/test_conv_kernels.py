@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import dlx
-from dlx import ops
+from dlx import layers, ops
 
 
 def _run(fn, arrays, kernels):
@@ -253,3 +253,27 @@ def test_kept_outputs_and_gradients_are_not_reused_by_later_calls():
     for arrays, saved in zip(kept, copies):
         for a, b in zip(arrays, saved):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_one_by_one_conv_on_single_channel_input_matches_generic(cpu_kernel_kind, use_bias):
+    """Columns of a 1x1 kernel are a view of x; with one input channel the NumPy kernel also
+    folds the bias into the product, which needs a row of ones the view does not have."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((2, 5, 4, 1))
+    results = []
+    for kernels in (True, False):
+        dlx.set_backend("numpy")
+        dlx.set_floatx("float64")
+        dlx.backends.set_kernels_enabled(kernels)
+        dlx.set_seed(3)
+        layer = layers.Conv2D(3, 1, use_bias=use_bias, bias_initializer="random_normal")
+        tx = dlx.Tensor(x, requires_grad=True)
+        y = layer(tx)
+        (y * y).sum().backward()
+        results.append(
+            [dlx.to_numpy(y), dlx.to_numpy(tx.grad)]
+            + [dlx.to_numpy(w.grad) for w in layer.trainable_weights]
+        )
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
