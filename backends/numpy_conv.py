@@ -96,10 +96,11 @@ def _out_size(shape, kernel_size, strides, dilation, pads):
 def _im2col(x, kernel_size, strides, dilation, pads, ones=False):
     """``(M, Kp * C)`` columns (often a view of a pooled buffer) and the output size.
 
-    1x1 kernels use a view of x (unless ``ones`` asks for the row of ones); single-channel inputs are gathered one kernel
-    offset at a time into a ``(Kp, M)`` buffer (contiguous rows) and returned
-    transposed -- with ``ones`` that buffer gets a last row of ones, and the
-    columns ``(M, Kp + 1)`` carry it (a bias row appended to the kernel then
+    1x1 kernels use a view of x (unless ``ones`` asks for the row of ones);
+    single-channel inputs are gathered one kernel offset at a time into a
+    ``(Kp, M)`` buffer (contiguous rows) and returned transposed -- with
+    ``ones`` that buffer gets a last row of ones, and the columns
+    ``(M, Kp + 1)`` carry it (a bias row appended to the kernel then
     adds the bias inside the product); otherwise one copy of the
     ``(N, *O, *K, C)`` window view.
     """
