@@ -46,8 +46,75 @@ def plain(dtype, *arrays):
 p = cpu_library.pointer
 
 
+class _VariableTable:
+    """Pointer arrays of one optimizer's weights and slots (which live as long as the model and
+    are updated in place), so a step only looks up the addresses of the new gradients."""
+
+    def __init__(self, weights, ms, vs):
+        self.arrays = (*weights, *ms, *vs)  # held: their addresses stay valid
+        self.shapes = [w.shape for w in weights]
+        self.sizes = np.array([w.size for w in weights], np.int64)
+        self.w, self.m, self.v = (
+            np.array([p(a) for a in arrays], np.uintp) for arrays in (weights, ms, vs)
+        )
+        self.g = np.zeros(len(weights), np.uintp)
+
+    def matches(self, weights, ms, vs):
+        return all(a is b for a, b in zip(self.arrays, (*weights, *ms, *vs)))
+
+
+_TABLES = {}  # ids of the weights -> _VariableTable
+
+
+def _table(weights, ms, vs):
+    """The cached table of these arrays, or None when one of them is not a plain array of the
+    first weight's dtype (then each variable goes its own way)."""
+    key = tuple(map(id, weights))
+    table = _TABLES.get(key)
+    if table is not None and table.matches(weights, ms, vs):
+        return table
+    dtype = weights[0].dtype
+    if not all(
+        plain(dtype, w, m, v) and w.shape == m.shape == v.shape for w, m, v in zip(weights, ms, vs)
+    ):
+        return None
+    if len(_TABLES) > 16:  # models come and go in a long session
+        _TABLES.clear()
+    table = _TABLES[key] = _VariableTable(weights, ms, vs)
+    return table
+
+
 def adam_update_many(weights, grads, ms, vs, alpha, beta_1, beta_2, epsilon):
-    """:func:`numpy_kernels.adam_update_many` in one pass per variable."""
+    """:func:`numpy_kernels.adam_update_many` in one pass per variable, one C call in all."""
+    if not weights:
+        return
+    dtype = weights[0].dtype
+    many = compiled("optimizers", "adam_many", dtype, _I, _P, _P, _P, _P, _P, _D, _D, _D, _D)
+    table = _table(weights, ms, vs) if many is not None else None
+    if table is not None:
+        for k, g in enumerate(grads):
+            if not (
+                type(g) is np.ndarray
+                and g.dtype == dtype
+                and g.flags.c_contiguous
+                and g.shape == table.shapes[k]
+            ):
+                break
+            table.g[k] = g.__array_interface__["data"][0]
+        else:
+            many(
+                len(weights),
+                p(table.sizes),
+                p(table.w),
+                p(table.g),
+                p(table.m),
+                p(table.v),
+                alpha,
+                1 - beta_1,
+                1 - beta_2,
+                epsilon,
+            )
+            return
     rest = []
     for w, g, m, v in zip(weights, grads, ms, vs):
         kernel = compiled("optimizers", "adam", w.dtype, _P, _P, _P, _P, _I, _D, _D, _D, _D)

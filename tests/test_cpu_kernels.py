@@ -171,3 +171,35 @@ def test_compiled_sgd_and_rmsprop_round_exactly_as_the_generic_rule(
     assert calls.count("sgd_momentum" if name == "SGD" else "rmsprop") == 8
     for a, b in zip(*finals):
         np.testing.assert_array_equal(a, b)
+
+
+@needs_compiler
+def test_compiled_adam_many_follows_replaced_arrays_and_odd_gradients(fresh_library):
+    """One C call for all variables (the pointer table of the weights and slots is cached);
+    a replaced weight array gets a new table, an odd gradient the per-variable path."""
+    fresh_library.delenv("DLX_KERNELS", raising=False)
+    rng = np.random.default_rng(8)
+    shapes = [(30, 20), (20,), (4, 5, 6)]
+
+    def fresh():
+        return [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(3)]
+
+    compiled_state = fresh()
+    compiled_state[2] = [np.abs(v) for v in compiled_state[2]]  # second moments are >= 0
+    numpy_state = [[a.copy() for a in group] for group in compiled_state]
+    for step in range(4):
+        grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        if step == 2:
+            grads[0] = np.asfortranarray(grads[0])  # not C-contiguous
+        if step == 3:  # a weight replaced by a new array of the same values
+            for state in (compiled_state, numpy_state):
+                state[0][2] = state[0][2].copy()
+        cpu_kernels.adam_update_many(
+            *compiled_state[:1], grads, *compiled_state[1:], 0.01, 0.9, 0.999, 1e-7
+        )
+        numpy_kernels.adam_update_many(
+            *numpy_state[:1], grads, *numpy_state[1:], 0.01, 0.9, 0.999, 1e-7
+        )
+    for a, b in zip(sum(compiled_state, []), sum(numpy_state, [])):
+        np.testing.assert_array_equal(a, b)
+    assert len(cpu_kernels._TABLES) >= 2  # the replaced weight made a second table

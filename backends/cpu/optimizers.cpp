@@ -34,6 +34,22 @@ DLX_ADAM(float, f32)
 DLX_ADAM(double, f64)
 #undef DLX_ADAM
 
+// adam() on ``count`` variables in one call: ``w[k]``, ``g[k]``, ``m[k]``, ``v[k]`` point to
+// ``sizes[k]`` elements each (one Python-to-C crossing per step instead of one per variable).
+#define DLX_ADAM_MANY(T, suffix)                                                               \
+    extern "C" void dlx_adam_many_##suffix(dlx_cpu::index_t count, const dlx_cpu::index_t* sizes, \
+                                           T* const* w, const T* const* g, T* const* m,        \
+                                           T* const* v, double alpha, double one_minus_beta_1, \
+                                           double one_minus_beta_2, double epsilon) {          \
+        for (dlx_cpu::index_t k = 0; k < count; ++k) {                                         \
+            dlx_cpu::adam<T>(w[k], g[k], m[k], v[k], sizes[k], T(alpha), T(one_minus_beta_1), \
+                             T(one_minus_beta_2), T(epsilon));                                 \
+        }                                                                                      \
+    }
+DLX_ADAM_MANY(float, f32)
+DLX_ADAM_MANY(double, f64)
+#undef DLX_ADAM_MANY
+
 namespace dlx_cpu {
 
 // Keras's SGD with momentum, in place, in the order of operations of
