@@ -38,13 +38,17 @@ class Initializer:
 class Zeros(Initializer):
     def __call__(self, shape, dtype=None):
         backend = get_backend()
-        return backend.xp.zeros(tuple(shape), dtype=backend.dtype(dtype or floatx()), device=backend.device)
+        return backend.xp.zeros(
+            tuple(shape), dtype=backend.dtype(dtype or floatx()), device=backend.device
+        )
 
 
 class Ones(Initializer):
     def __call__(self, shape, dtype=None):
         backend = get_backend()
-        return backend.xp.ones(tuple(shape), dtype=backend.dtype(dtype or floatx()), device=backend.device)
+        return backend.xp.ones(
+            tuple(shape), dtype=backend.dtype(dtype or floatx()), device=backend.device
+        )
 
 
 class Constant(Initializer):
@@ -74,7 +78,9 @@ class RandomNormal(Initializer):
 
 class TruncatedNormal(RandomNormal):
     def __call__(self, shape, dtype=None):
-        return get_backend().random_truncated_normal(shape, dtype or floatx(), self.mean, self.stddev)
+        return get_backend().random_truncated_normal(
+            shape, dtype or floatx(), self.mean, self.stddev
+        )
 
 
 class RandomUniform(Initializer):
@@ -95,7 +101,9 @@ class VarianceScaling(Initializer):
         if scale <= 0:
             raise ValueError(f"VarianceScaling: scale must be positive, got {scale}")
         if mode not in ("fan_in", "fan_out", "fan_avg"):
-            raise ValueError(f"VarianceScaling: mode must be fan_in, fan_out or fan_avg, got {mode!r}")
+            raise ValueError(
+                f"VarianceScaling: mode must be fan_in, fan_out or fan_avg, got {mode!r}"
+            )
         if distribution not in ("truncated_normal", "untruncated_normal", "uniform"):
             raise ValueError(f"VarianceScaling: unknown distribution {distribution!r}")
         self.scale, self.mode, self.distribution, self.seed = scale, mode, distribution, seed
@@ -115,7 +123,12 @@ class VarianceScaling(Initializer):
         return backend.random_uniform(shape, dtype, -limit, limit)
 
     def get_config(self):
-        return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution, "seed": self.seed}
+        return {
+            "scale": self.scale,
+            "mode": self.mode,
+            "distribution": self.distribution,
+            "seed": self.seed,
+        }
 
 
 class GlorotUniform(VarianceScaling):
@@ -181,7 +194,10 @@ class Orthogonal(Initializer):
         q = q * d[None, :]
         if rows < cols:
             q = xp.matrix_transpose(q)
-        q = xp.reshape(self.gain * q, shape)
+        # through a flat array: a transposed q would otherwise stay a column-major array, which
+        # kernels that want row-major weights (the compiled optimizer steps, the recurrent
+        # loops' products) must copy or pass by
+        q = xp.reshape(xp.reshape(self.gain * q, (-1,)), shape)
         return xp.astype(q, backend.dtype(dtype or floatx()))
 
     def get_config(self):
@@ -227,7 +243,11 @@ def get(identifier):
     """An initializer from a name, a config dict, an instance or a callable."""
     if identifier is None:
         return None
-    if isinstance(identifier, Initializer) or callable(identifier) and not isinstance(identifier, type):
+    if (
+        isinstance(identifier, Initializer)
+        or callable(identifier)
+        and not isinstance(identifier, type)
+    ):
         return identifier
     if isinstance(identifier, type) and issubclass(identifier, Initializer):
         return identifier()

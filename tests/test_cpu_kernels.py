@@ -203,3 +203,28 @@ def test_compiled_adam_many_follows_replaced_arrays_and_odd_gradients(fresh_libr
     for a, b in zip(sum(compiled_state, []), sum(numpy_state, [])):
         np.testing.assert_array_equal(a, b)
     assert len(cpu_kernels._TABLES) >= 2  # the replaced weight made a second table
+
+
+@needs_compiler
+def test_every_weight_of_an_lstm_model_takes_the_compiled_adam_step(fresh_library, monkeypatch):
+    """No weight is left to the nine-pass NumPy update for its layout: the orthogonal
+    recurrent kernels come out row-major."""
+    from dlx import layers, losses
+
+    fresh_library.delenv("DLX_KERNELS", raising=False)
+    left = []
+    numpy_path = numpy_kernels.adam_update_many
+    monkeypatch.setattr(
+        numpy_kernels,
+        "adam_update_many",
+        lambda ws, *rest: left.extend(w.shape for w in ws) or numpy_path(ws, *rest),
+    )
+    dlx.set_backend("numpy")
+    dlx.set_seed(0)
+    model = dlx.Sequential(
+        [layers.LSTM(8, return_sequences=True, input_shape=(5, 3)), layers.GRU(4), layers.Dense(2)]
+    )
+    model.compile(optimizer="adam", loss=losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    model.train_on_batch(rng.random((6, 5, 3), dtype=np.float32), rng.integers(0, 2, 6))
+    assert left == []
