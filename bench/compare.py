@@ -6,6 +6,14 @@
 
 Prints the median step time of each (after warm-up) and the ratio dlx / PyTorch
 (lower is better). PyTorch runs with as many threads as NumPy's BLAS (2 here).
+
+Both run with glibc's allocator in the same state: before anything else the
+script allocates and frees one 24 MiB block, which raises glibc's dynamic mmap
+threshold to that size (its maximum is 32 MiB), so later large allocations come from the heap instead
+of fresh mmap'd (page-faulting) memory. Without that, whichever framework ran
+first decided the state for the other: PyTorch's LSTM step took 10.2 ms in a
+fresh process and 6.5 ms after any large free (2026-12-02), which is what made
+its times jump between runs. ``--no-settle-allocator`` leaves it alone.
 """
 
 import argparse
@@ -20,6 +28,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from workloads import all_workloads  # noqa: E402
 
 BATCHES = {"mlp_train": 128, "cnn_train": 64, "lstm_train": 64, "cnn_infer256": 256}
+
+
+def settle_allocator():
+    """Allocate, touch and free one 24 MiB block (see the module docstring)."""
+    import numpy as np
+
+    block = np.ones(24 * 2**20 // 8)
+    del block
 
 
 def median_time(step, repeats, warmup):
@@ -48,7 +64,10 @@ def main(argv=None):
     parser.add_argument("names", nargs="*")
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--no-settle-allocator", dest="settle", action="store_false")
     args = parser.parse_args(argv)
+    if args.settle:
+        settle_allocator()
     workloads = all_workloads()
     names = args.names or [n for n in BATCHES if n in workloads]
     try:
@@ -61,7 +80,8 @@ def main(argv=None):
     except ImportError:
         torch, torch_version, threads = None, "not installed", None
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch_version} ({threads} threads)")
+          f"torch {torch_version} ({threads} threads), allocator "
+          f"{'settled' if args.settle else 'as found'}")
     print("| workload | batch | dlx ms | torch ms | dlx / torch |")
     print("|---|---|---|---|---|")
     for name in names:
