@@ -9,8 +9,8 @@ Prints the median step time of each (after warm-up) and the ratio dlx / PyTorch
 
 Both run with glibc's allocator in the same state: before anything else the
 script allocates and frees one 24 MiB block, which raises glibc's dynamic mmap
-threshold to that size (its maximum is 32 MiB), so later large allocations come from the heap instead
-of fresh mmap'd (page-faulting) memory. Without that, whichever framework ran
+threshold to that size (its maximum is 32 MiB), so later large allocations come
+from the heap instead of fresh mmap'd (page-faulting) memory. Without that, whichever framework ran
 first decided the state for the other: PyTorch's LSTM step took 10.2 ms in a
 fresh process and 6.5 ms after any large free (2026-12-02), which is what made
 its times jump between runs. ``--no-settle-allocator`` leaves it alone.
