@@ -288,7 +288,24 @@ def _gradient_input(d, T, B, u, dt):
     return _state(d, (T, B, u), dt)
 
 
-class CompiledLSTMSequence(LSTMSequence):
+class _CompiledBackward:
+    """The backward of the compiled sequence classes: their own saved state goes through the
+    compiled loop, a saved state of the NumPy forward (it fell back) through the NumPy class."""
+
+    def backward(self, spec, s, d_seq, d_h, d_c, needs):
+        if not isinstance(s, _Saved):
+            return super().backward(spec, s, d_seq, d_h, d_c, needs)
+        with _loop_blas(s.H.shape[1], s.U.shape[0]):
+            return self._compiled_backward(spec, s, d_seq, d_h, d_c, needs)
+
+
+def _outputs(spec, H, *cell):
+    """``(H[1:] if return_sequences, the last state, *cell)``; ``H (T+1, B, u)`` the states."""
+    last = (H[-1],) + cell
+    return (H[1:],) + last if spec.return_sequences else last
+
+
+class CompiledLSTMSequence(_CompiledBackward, LSTMSequence):
     """``lstm_sequence`` with the gate math of each step compiled (see the module docstring)."""
 
     def forward(self, spec, xproj, U, rbias, h0, c0):
@@ -337,16 +354,7 @@ class CompiledLSTMSequence(LSTMSequence):
             )  # fmt: skip
         s = _Saved()
         s.H, s.HD, s.C, s.A, s.TC, s.U, s.keep, s.rm = H, HD, C, A, TC, U, keep, rm
-        outputs = (H[T], C[T])
-        if spec.return_sequences:
-            outputs = (H[1:],) + outputs
-        return outputs, s
-
-    def backward(self, spec, s, d_seq, d_h, d_c, needs):
-        if not isinstance(s, _Saved):
-            return super().backward(spec, s, d_seq, d_h, d_c, needs)
-        with _loop_blas(s.H.shape[1], s.U.shape[0]):
-            return self._compiled_backward(spec, s, d_seq, d_h, d_c, needs)
+        return _outputs(spec, H, C[T]), s
 
     def _compiled_backward(self, spec, s, d_seq, d_h, d_c, needs):
         A, U = s.A, s.U
@@ -399,7 +407,7 @@ class CompiledLSTMSequence(LSTMSequence):
         return _finish_dx(spec, dZ), kernel_grad.result(), None, dh, dc
 
 
-class CompiledGRUSequence(GRUSequence):
+class CompiledGRUSequence(_CompiledBackward, GRUSequence):
     """``gru_sequence`` (both ``reset_after`` variants) with the gate math of each step
     compiled (see the module docstring)."""
 
@@ -477,18 +485,9 @@ class CompiledGRUSequence(GRUSequence):
         s = _Saved()
         s.H, s.HD, s.A, s.HH, s.RH, s.U = H, HD, A, HH, RH, U
         s.keep, s.rm = keep, rm
-        outputs = (H[T],)
-        if spec.return_sequences:
-            outputs = (H[1:],) + outputs
-        return outputs, s
+        return _outputs(spec, H), s
 
-    def backward(self, spec, s, d_seq, d_h, d_c, needs):
-        if not isinstance(s, _Saved):
-            return super().backward(spec, s, d_seq, d_h, d_c, needs)
-        with _loop_blas(s.H.shape[1], s.U.shape[0]):
-            return self._compiled_backward(spec, s, d_seq, d_h, needs)
-
-    def _compiled_backward(self, spec, s, d_seq, d_h, needs):
+    def _compiled_backward(self, spec, s, d_seq, d_h, d_c, needs):
         A, U = s.A, s.U
         T, B, S = A.shape
         u = U.shape[0]
@@ -592,7 +591,7 @@ class CompiledGRUSequence(GRUSequence):
         return _finish_dx(spec, DX), dU, drb, dh, None
 
 
-class CompiledRNNSequence(RNNSequence):
+class CompiledRNNSequence(_CompiledBackward, RNNSequence):
     """``rnn_sequence`` (``tanh``) with the activation and masks of each step compiled."""
 
     def forward(self, spec, xproj, U, rbias, h0, c0):
@@ -637,18 +636,9 @@ class CompiledRNNSequence(RNNSequence):
             )  # fmt: skip
         s = _Saved()
         s.H, s.HD, s.A, s.U, s.keep, s.rm = H, HD, A, U, keep, rm
-        outputs = (H[T],)
-        if spec.return_sequences:
-            outputs = (H[1:],) + outputs
-        return outputs, s
+        return _outputs(spec, H), s
 
-    def backward(self, spec, s, d_seq, d_h, d_c, needs):
-        if not isinstance(s, _Saved):
-            return super().backward(spec, s, d_seq, d_h, d_c, needs)
-        with _loop_blas(s.H.shape[1], s.U.shape[0]):
-            return self._compiled_backward(spec, s, d_seq, d_h, needs)
-
-    def _compiled_backward(self, spec, s, d_seq, d_h, needs):
+    def _compiled_backward(self, spec, s, d_seq, d_h, d_c, needs):
         A, U = s.A, s.U
         T, B, u = A.shape
         dt = A.dtype
