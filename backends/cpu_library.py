@@ -4,10 +4,10 @@ NumPy cannot fuse: an optimizer step or a pooling backward written with ufuncs
 makes a full pass over memory per operation, and on a 2-core machine those
 passes, not the arithmetic, are most of a training step. The sources in
 ``backends/cpu/`` do such work in one pass. Each is compiled on first use by
-the host C++ compiler (``$CXX``, else ``g++``) with ``-O3 -march=native``, cached
-on disk by content hash under ``$DLX_CPU_KERNEL_CACHE`` (default
-``~/.cache/dlx/cpu_kernels``), and called through ``ctypes``, which releases
-the GIL during the call.
+the host C++ compiler (``$CXX``, else ``g++``) with ``-O3 -march=native`` (without
+``-march=native`` when the compiler refuses it), cached on disk by content
+hash under ``$DLX_CPU_KERNEL_CACHE`` (default ``~/.cache/dlx/cpu_kernels``),
+and called through ``ctypes``, which releases the GIL during the call.
 
 Nothing depends on them: :func:`library` returns ``None`` when there is no
 compiler, the build fails, or ``DLX_KERNELS=numpy`` asks for the NumPy fast
@@ -33,7 +33,6 @@ SOURCE_DIR = Path(__file__).resolve().parent / "cpu"
 OPTIONS = (
     "-std=c++17",
     "-O3",
-    "-march=native",
     "-fno-math-errno",
     "-fno-trapping-math",
     "-ffp-contract=off",  # no fused multiply-adds: round as NumPy does, step by step
@@ -42,6 +41,9 @@ OPTIONS = (
     "-fPIC",
     "-Wall",
 )
+
+# for this machine's vector units; a compiler that refuses it builds without
+TUNING = ("-march=native",)
 
 _LOCK = threading.Lock()
 _STATE = {}  # source stem -> (CDLL or None, status text)
@@ -79,14 +81,26 @@ def build(source):
     path = SOURCE_DIR / f"{source}.cpp"
     if not path.is_file():
         raise FileNotFoundError(f"no CPU kernel source {path.name} in {SOURCE_DIR}")
-    return build_shared_library(
-        f"cpu-{source}",
-        f'// machine {_machine()}\n#include "{path}"\n',
-        [compiler_name(), *OPTIONS, f"-I{SOURCE_DIR}"],
-        sorted(p for p in SOURCE_DIR.iterdir() if p.is_file()),
-        cache_dir("cpu_kernels", "DLX_CPU_KERNEL_CACHE"),
-        f"the CPU kernels of {path.name}",
-    )
+
+    def attempt(tuning):
+        return build_shared_library(
+            f"cpu-{source}",
+            f'// machine {_machine()}\n#include "{path}"\n',
+            [compiler_name(), *OPTIONS, *tuning, f"-I{SOURCE_DIR}"],
+            sorted(p for p in SOURCE_DIR.iterdir() if p.is_file()),
+            cache_dir("cpu_kernels", "DLX_CPU_KERNEL_CACHE"),
+            f"the CPU kernels of {path.name}",
+        )
+
+    try:
+        return attempt(TUNING)
+    except HostBuildError as tuned_error:
+        if not TUNING:
+            raise
+        try:
+            return attempt(())
+        except HostBuildError:
+            raise tuned_error from None
 
 
 def library(source):

@@ -228,3 +228,12 @@ def test_every_weight_of_an_lstm_model_takes_the_compiled_adam_step(fresh_librar
     rng = np.random.default_rng(0)
     model.train_on_batch(rng.random((6, 5, 3), dtype=np.float32), rng.integers(0, 2, 6))
     assert left == []
+
+
+@needs_compiler
+def test_a_compiler_that_refuses_the_tuning_option_builds_without_it(fresh_library, tmp_path):
+    fresh_library.setenv("DLX_CPU_KERNEL_CACHE", str(tmp_path))
+    fresh_library.setattr(cpu_library, "TUNING", ("-fno-such-option-anywhere",))
+    built = cpu_library.build("optimizers")
+    assert built.exists()
+    assert cpu_library.library("optimizers") is not None  # loads, and is the portable build
