@@ -338,3 +338,65 @@ def test_float64_layer_gradients_through_the_compiled_kernels(calls, cls, kwargs
         assert calls.get("bias_relu")
     else:
         assert calls.get("col2im") and (calls.get("im2col_rows") or calls.get("im2col_offsets"))
+
+
+@pytest.mark.parametrize("filters", [16, 32, 64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_single_channel_forward_in_one_call(calls, monkeypatch, filters, dtype):
+    """C_in = 1 with 16/32/64 filters: im2col and product fused in C++ (blocks of rows,
+    odd tails), matching the NumPy kernel with and without bias, ReLU, kept columns."""
+    monkeypatch.setattr(cpu_conv.CompiledConv, "single_channel_rows", 37)
+    rng = np.random.default_rng(filters)
+    for rank, kernel, strides, dilation, padding in (
+        (2, (3, 3), (1, 1), (1, 1), "valid"),
+        (2, (3, 2), (2, 1), (1, 1), "same"),
+        (1, (3,), (1,), (2,), "same"),
+        (3, (2, 3, 1), (1, 1, 1), (1, 1, 1), "valid"),
+    ):
+        for bias, relu in itertools.product((True, False), (0, 1)):
+            x, w, b, g, geometry = _case(
+                rng, dtype, rank, 1, kernel, strides, dilation, padding, bias, filters
+            )
+            x[0, ..., 0].flat[3] = np.nan  # passes through the product and the ReLU
+            compiled = _all_primitives(cpu_conv.CONV, x, w, b, g, geometry, relu)
+            numpy = _all_primitives(NumpyConv(), x, w, b, g, geometry, relu)
+            reference = _generic(x, w, b, g, geometry, relu)
+            for index in (0, 1, 3, 5, 6):
+                c, n, r = compiled[index], numpy[index], reference[index]
+                assert c.dtype == dtype and c.shape == n.shape == r.shape, index
+                np.testing.assert_array_equal(np.isnan(c), np.isnan(n), err_msg=str(index))
+                _close(np.nan_to_num(c), np.nan_to_num(n), dtype, index)
+                _close(np.nan_to_num(c), np.nan_to_num(r), dtype, index)
+    assert calls["single_channel_forward"] >= 32
+    if filters % 32 == 0 and dtype == np.float32 and _has_weight_grad():
+        assert calls["single_channel_weight_grad"] >= 16
+
+
+def _has_weight_grad():
+    """Whether this machine's build has the AVX-512 single-channel weight gradient."""
+    return cpu_conv._function("single_channel_weight_grad", np.float32) is not None
+
+
+def test_single_channel_weight_grad_sums_in_chunks(calls):
+    """More rows than one chunk of 256, and 12+ kernel offsets (two register blocks)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 20, 21, 1)).astype(np.float32)
+    w = rng.standard_normal((4, 4, 1, 64)).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    geometry = _geometry((20, 21), (4, 4), (1, 1), (1, 1), "valid")
+    y, saved = cpu_conv.CONV.forward(x, w, b, geometry, True, True)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    gw, gb = _copy(cpu_conv.CONV.weight_and_bias_grad(x, g, geometry, w.shape, saved))
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    _close(gw, generic.conv_weight_grad(xp, x64, g64, geometry, w.shape), np.float32, "gw")
+    _close(gb, g64.reshape(-1, 64).sum(axis=0), np.float32, "gb")
+    if _has_weight_grad():
+        assert calls["single_channel_weight_grad"] == 1
+
+
+def test_single_channel_forward_other_filter_counts_use_the_product(calls):
+    rng = np.random.default_rng(5)
+    x, w, b, g, geometry = _case(rng, np.float32, 2, 1, (3, 3), (1, 1), (1, 1), "same", True, 8)
+    y = _copy(cpu_conv.CONV.forward(x, w, b, geometry, True, False)[0])
+    np.testing.assert_array_equal(y, NumpyConv().forward(x, w, b, geometry, True, False)[0])
+    assert "single_channel_forward" not in calls and calls["im2col_offsets"]

@@ -1,6 +1,8 @@
 // Convolution helpers around NumPy's matrix products (see backends/cpu_conv.py):
 // im2col straight from the unpadded input, col2im with no padded copy, bias + ReLU in place
-// and the ReLU gradient, each in one pass over memory.
+// and the ReLU gradient, each in one pass over memory; for single-channel input (K = Kp
+// columns, too few for OpenBLAS to reach its rate) the forward product with im2col fused into
+// it, and on AVX-512 the float32 weight gradient, as register-blocked loops.
 //
 // Every array is channels_last and C-contiguous. 1D and 2D convolutions arrive as 3D ones
 // with leading spatial axes of size 1 (kernel 1, stride 1, dilation 1, no padding).
@@ -10,6 +12,10 @@
 // where pad_* is the zero count before each axis (negative: that many cells cropped).
 // Input cell i meets output cell o and kernel offset k when i = o * stride + k * dilation - pad.
 #include <algorithm>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "common.h"
 
@@ -143,6 +149,210 @@ void im2col_offsets(const T* x, T* cols, const index_t* geometry, index_t ones, 
     }
 }
 
+// Rows [0, rows) of y (rows, F) = the product of the transposed single-channel columns
+// (cols[k * stride + r] for kernel offset k < kp) with w (kp, F), + bias, then max(y, 0)
+// when relu. F is a constant, so R rows of accumulators stay in registers and every
+// column value is broadcast once; the sum runs over k ascending and the bias comes last (as
+// the row of ones of the NumPy kernel's product).
+template <typename T, index_t F>
+void single_channel_rows(const T* cols, index_t stride, index_t kp, const T* w, const T* bias,
+                         T* y, index_t rows, index_t relu) {
+    constexpr index_t R = 4;
+    index_t r = 0;
+    for (; r + R <= rows; r += R) {
+        T acc[R][F];
+        for (index_t i = 0; i < R; ++i) {
+            const T v = cols[r + i];
+#pragma omp simd
+            for (index_t j = 0; j < F; ++j) acc[i][j] = v * w[j];
+        }
+        for (index_t k = 1; k < kp; ++k) {
+            const T* wk = w + k * F;
+            for (index_t i = 0; i < R; ++i) {
+                const T v = cols[k * stride + r + i];
+#pragma omp simd
+                for (index_t j = 0; j < F; ++j) acc[i][j] += v * wk[j];
+            }
+        }
+        for (index_t i = 0; i < R; ++i) {
+            T* row = y + (r + i) * F;
+            if (bias != nullptr) {
+#pragma omp simd
+                for (index_t j = 0; j < F; ++j) acc[i][j] += bias[j];
+            }
+            if (relu) {
+#pragma omp simd
+                for (index_t j = 0; j < F; ++j) row[j] = acc[i][j] < T(0) ? T(0) : acc[i][j];
+            } else {
+#pragma omp simd
+                for (index_t j = 0; j < F; ++j) row[j] = acc[i][j];
+            }
+        }
+    }
+    for (; r < rows; ++r) {
+        T acc[F];
+#pragma omp simd
+        for (index_t j = 0; j < F; ++j) acc[j] = cols[r] * w[j];
+        for (index_t k = 1; k < kp; ++k) {
+            const T v = cols[k * stride + r];
+#pragma omp simd
+            for (index_t j = 0; j < F; ++j) acc[j] += v * w[k * F + j];
+        }
+        if (bias != nullptr) {
+#pragma omp simd
+            for (index_t j = 0; j < F; ++j) acc[j] += bias[j];
+        }
+        T* row = y + r * F;
+#pragma omp simd
+        for (index_t j = 0; j < F; ++j) row[j] = relu && acc[j] < T(0) ? T(0) : acc[j];
+    }
+}
+
+#if defined(__AVX512F__)
+// single_channel_rows for float on AVX-512: R rows of F / 16 registers each, fused
+// multiply-adds (one rounding per term: within rtol 1e-5 of the NumPy kernel's product, which
+// OpenBLAS computes with them too).
+template <index_t F>
+void single_channel_rows_avx512(const float* cols, index_t stride, index_t kp, const float* w,
+                                const float* bias, float* y, index_t rows, index_t relu) {
+    constexpr index_t V = F / 16, R = 4;
+    const __m512 zero = _mm512_setzero_ps();
+    auto finish = [&](__m512 a, index_t j, float* row) {
+        if (bias != nullptr) a = _mm512_add_ps(a, _mm512_loadu_ps(bias + 16 * j));
+        // max(a, 0) with a NaN passing: 0 only where a < 0
+        if (relu) a = _mm512_mask_mov_ps(a, _mm512_cmp_ps_mask(a, zero, _CMP_LT_OQ), zero);
+        _mm512_storeu_ps(row + 16 * j, a);
+    };
+    index_t r = 0;
+    for (; r + R <= rows; r += R) {
+        __m512 acc[R][V];
+        for (index_t i = 0; i < R; ++i) {
+            const __m512 v = _mm512_set1_ps(cols[r + i]);
+            for (index_t j = 0; j < V; ++j) {
+                acc[i][j] = _mm512_mul_ps(v, _mm512_loadu_ps(w + 16 * j));
+            }
+        }
+        for (index_t k = 1; k < kp; ++k) {
+            __m512 wk[V];
+            for (index_t j = 0; j < V; ++j) wk[j] = _mm512_loadu_ps(w + k * F + 16 * j);
+            for (index_t i = 0; i < R; ++i) {
+                const __m512 v = _mm512_set1_ps(cols[k * stride + r + i]);
+                for (index_t j = 0; j < V; ++j) acc[i][j] = _mm512_fmadd_ps(v, wk[j], acc[i][j]);
+            }
+        }
+        for (index_t i = 0; i < R; ++i) {
+            for (index_t j = 0; j < V; ++j) finish(acc[i][j], j, y + (r + i) * F);
+        }
+    }
+    for (; r < rows; ++r) {
+        __m512 acc[V];
+        const __m512 v = _mm512_set1_ps(cols[r]);
+        for (index_t j = 0; j < V; ++j) acc[j] = _mm512_mul_ps(v, _mm512_loadu_ps(w + 16 * j));
+        for (index_t k = 1; k < kp; ++k) {
+            const __m512 vk = _mm512_set1_ps(cols[k * stride + r]);
+            for (index_t j = 0; j < V; ++j) {
+                acc[j] = _mm512_fmadd_ps(vk, _mm512_loadu_ps(w + k * F + 16 * j), acc[j]);
+            }
+        }
+        for (index_t j = 0; j < V; ++j) finish(acc[j], j, y + r * F);
+    }
+}
+
+template <>
+void single_channel_rows<float, 16>(const float* cols, index_t stride, index_t kp,
+                                    const float* w, const float* bias, float* y, index_t rows,
+                                    index_t relu) {
+    single_channel_rows_avx512<16>(cols, stride, kp, w, bias, y, rows, relu);
+}
+template <>
+void single_channel_rows<float, 32>(const float* cols, index_t stride, index_t kp,
+                                    const float* w, const float* bias, float* y, index_t rows,
+                                    index_t relu) {
+    single_channel_rows_avx512<32>(cols, stride, kp, w, bias, y, rows, relu);
+}
+template <>
+void single_channel_rows<float, 64>(const float* cols, index_t stride, index_t kp,
+                                    const float* w, const float* bias, float* y, index_t rows,
+                                    index_t relu) {
+    single_channel_rows_avx512<64>(cols, stride, kp, w, bias, y, rows, relu);
+}
+// The weight gradient of a single-channel convolution: out (kp, 32) = cols (kp, m) @ g (m, f),
+// columns [j0, j0 + 32) of g, for KB of the kp rows from row k0; rows of g in chunks of 256
+// summed in registers, then added to out (blocked as OpenBLAS blocks its sums).
+template <index_t KB>
+void single_channel_weight_grad_block(const float* cols, const float* g, float* out, index_t m,
+                                      index_t f, index_t k0, index_t j0) {
+    constexpr index_t CHUNK = 256;
+    for (index_t r0 = 0; r0 < m; r0 += CHUNK) {
+        const index_t r1 = std::min(m, r0 + CHUNK);
+        __m512 acc[KB][2];
+        for (index_t k = 0; k < KB; ++k) acc[k][0] = acc[k][1] = _mm512_setzero_ps();
+        for (index_t r = r0; r < r1; ++r) {
+            const __m512 g0 = _mm512_loadu_ps(g + r * f + j0);
+            const __m512 g1 = _mm512_loadu_ps(g + r * f + j0 + 16);
+            for (index_t k = 0; k < KB; ++k) {
+                const __m512 v = _mm512_set1_ps(cols[(k0 + k) * m + r]);
+                acc[k][0] = _mm512_fmadd_ps(v, g0, acc[k][0]);
+                acc[k][1] = _mm512_fmadd_ps(v, g1, acc[k][1]);
+            }
+        }
+        for (index_t k = 0; k < KB; ++k) {
+            float* row = out + (k0 + k) * f + j0;
+            _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), acc[k][0]));
+            _mm512_storeu_ps(row + 16, _mm512_add_ps(_mm512_loadu_ps(row + 16), acc[k][1]));
+        }
+    }
+}
+
+// out (kp, f) = cols (kp, m) @ g (m, f) for f a multiple of 32 (float on AVX-512 only);
+// out is zeroed first.
+inline void single_channel_weight_grad_f32(const float* cols, const float* g, float* out,
+                                           index_t kp, index_t m, index_t f) {
+    std::memset(out, 0, sizeof(float) * kp * f);
+    for (index_t j0 = 0; j0 + 32 <= f; j0 += 32) {
+        for (index_t k0 = 0; k0 < kp; k0 += 12) {
+            switch (std::min<index_t>(12, kp - k0)) {
+#define DLX_CASE(KB)                                                                       \
+    case KB:                                                                               \
+        single_channel_weight_grad_block<KB>(cols, g, out, m, f, k0, j0);                  \
+        break;
+                DLX_CASE(1) DLX_CASE(2) DLX_CASE(3) DLX_CASE(4) DLX_CASE(5) DLX_CASE(6)
+                DLX_CASE(7) DLX_CASE(8) DLX_CASE(9) DLX_CASE(10) DLX_CASE(11) DLX_CASE(12)
+#undef DLX_CASE
+            }
+        }
+    }
+}
+#endif
+
+// The whole forward of a single-channel convolution with f filters (16, 32 or 64; others do
+// nothing): y (M, f) = columns @ w (Kp, f) + bias, ReLU'd when relu,
+// in blocks of ``block`` rows, each im2col'd (im2col_offsets) and multiplied while in the
+// cache. keep: cols is the whole transposed columns (Kp [+ ones], M), written for the weight
+// gradient; otherwise a scratch (Kp, block).
+template <typename T>
+void single_channel_forward(const T* x, T* cols, const index_t* geometry, index_t ones,
+                               const T* w, const T* bias, T* y, index_t f, index_t relu,
+                               index_t keep, index_t block) {
+    const ConvGeometry g(geometry);
+    const index_t kp = g.kernel_cells(), m = g.n * g.out[0] * g.out[1] * g.out[2];
+    if (f != 16 && f != 32 && f != 64) return;
+    for (index_t r0 = 0; r0 < m; r0 += block) {
+        const index_t r1 = std::min(m, r0 + block);
+        T* at = keep ? cols + r0 : cols;
+        const index_t stride = keep ? m : block;
+        im2col_offsets(x, at, geometry, keep ? ones : 0, r0, r1, stride);
+        T* out = y + r0 * f;
+        if (f == 16) {
+            single_channel_rows<T, 16>(at, stride, kp, w, bias, out, r1 - r0, relu);
+        } else if (f == 32) {
+            single_channel_rows<T, 32>(at, stride, kp, w, bias, out, r1 - r0, relu);
+        } else {
+            single_channel_rows<T, 64>(at, stride, kp, w, bias, out, r1 - r0, relu);
+        }
+    }
+}
+
 // The input gradient from the columns' gradient dcols (N * O, Kp * C), for samples [n0, n1)
 // of gx (N, *in, C); dcols starts with row (n0, 0). gx = 0, then every output cell adds its
 // row's kernel offsets into the input cells they met. The output cells go in reverse
@@ -242,7 +452,21 @@ void relu_grad(const T* g, const T* y, T* out, index_t size) {
     extern "C" void dlx_relu_grad_##suffix(const T* g, const T* y, T* out,                   \
                                            dlx_cpu::index_t size) {                          \
         dlx_cpu::relu_grad<T>(g, y, out, size);                                              \
+    }                                                                                        \
+    extern "C" void dlx_single_channel_forward_##suffix(                                     \
+        const T* x, T* cols, const dlx_cpu::index_t* g, dlx_cpu::index_t ones, const T* w,   \
+        const T* bias, T* y, dlx_cpu::index_t f, dlx_cpu::index_t relu,                      \
+        dlx_cpu::index_t keep, dlx_cpu::index_t block) {                                     \
+        dlx_cpu::single_channel_forward<T>(x, cols, g, ones, w, bias, y, f, relu, keep,       \
+                                           block);                                           \
     }
 DLX_CONVOLUTION(float, f32)
+#if defined(__AVX512F__)
+extern "C" void dlx_single_channel_weight_grad_f32(const float* cols, const float* g, float* out,
+                                                   dlx_cpu::index_t kp, dlx_cpu::index_t m,
+                                                   dlx_cpu::index_t f) {
+    dlx_cpu::single_channel_weight_grad_f32(cols, g, out, kp, m, f);
+}
+#endif
 DLX_CONVOLUTION(double, f64)
 #undef DLX_CONVOLUTION
