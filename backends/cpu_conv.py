@@ -14,7 +14,8 @@ parts in C++ and its matrix products left to NumPy (OpenBLAS):
   C++, which adds every output cell's row into the input cells it met, output
   cells in reverse order -- so every input cell gets its terms in the order of
   the NumPy kernel's window additions (kernel offsets ascending) while the
-  columns are read as one stream; no padded gradient and no crop;
+  columns are read as one stream; no padded gradient and no crop (trailing all-zero
+  output slices are cropped block by block, into a small buffer the product then reads);
 * an inference forward (``keep=False``) also goes in blocks of rows: im2col,
   product and bias + ReLU of one block while its columns are in the cache, so
   the columns never exist whole (34 MiB for ``cnn_infer256``'s second layer);
@@ -95,6 +96,20 @@ def _is_view(kernel_cells, strides, pads):
     return kernel_cells == 1 and all(s == 1 for s in strides) and all(b == a == 0 for b, a in pads)
 
 
+def _nonzero_size(g):
+    """The output size of g ``(N, *O, F)`` without its trailing all-zero slices along each
+    spatial axis (as :func:`numpy_conv._trim_zero_border` finds it, without the copy)."""
+    out_size = list(g.shape[1:-1])
+    for axis in range(len(out_size)):
+        while out_size[axis] > 1:
+            last = [slice(None)] + [slice(0, o) for o in out_size]
+            last[1 + axis] = out_size[axis] - 1
+            if g[tuple(last)].any():
+                break
+            out_size[axis] -= 1
+    return tuple(out_size)
+
+
 class CompiledConv(NumpyConv):
     """Kernel table entry ``"conv"``: :class:`NumpyConv` with im2col, col2im, bias + ReLU
     and the ReLU gradient compiled (see the module docstring).
@@ -106,6 +121,7 @@ class CompiledConv(NumpyConv):
     block_bytes = 1 << 20
     single_channel = True
     single_channel_rows = 1024
+    trim_per_block = True
 
     # ------------------------------------------------------------------ helpers
 
@@ -309,11 +325,20 @@ class CompiledConv(NumpyConv):
         ):
             return super().input_grad(g, w, geometry, x_shape)
         # trailing all-zero output slices (a max pool over an odd size) meet no input
-        g2, out_size = _trim_zero_border(np.ascontiguousarray(g))
+        g = np.ascontiguousarray(g)
+        if self.trim_per_block:
+            out_size = _nonzero_size(g)
+            g2 = g.reshape(-1, f)
+        else:
+            g2, out_size = _trim_zero_border(g)
+        trim = out_size != g.shape[1:-1]
         per_sample = math.prod(out_size)
         samples = max(1, self.block_bytes // (per_sample * kp * c * g.dtype.itemsize))
         samples = min(samples, n)
         dcols = pooled((samples * per_sample, kp * c), g.dtype)
+        if self.trim_per_block and trim:
+            part = pooled((samples,) + out_size + (f,), g.dtype)
+            crop = (slice(None),) + tuple(slice(0, o) for o in out_size)
         weights = w.reshape(kp * c, f).T
         gx = pooled(tuple(x_shape), g.dtype)
         geometry = _geometry(
@@ -322,7 +347,13 @@ class CompiledConv(NumpyConv):
         for n0 in range(0, n, samples):
             n1 = min(n, n0 + samples)
             rows = (n1 - n0) * per_sample
-            np.matmul(g2[n0 * per_sample : n0 * per_sample + rows], weights, out=dcols[:rows])
+            if self.trim_per_block and trim:
+                # this block's trimmed rows, copied while the product is about to read them
+                np.copyto(part[: n1 - n0], g[n0:n1][crop])
+                block = part.reshape(-1, f)[:rows]
+            else:
+                block = g2[n0 * per_sample : n0 * per_sample + rows]
+            np.matmul(block, weights, out=dcols[:rows])
             col2im(_p(dcols), _p(gx), _p(geometry), n0, n1)
         return gx
 

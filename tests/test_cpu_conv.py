@@ -400,3 +400,21 @@ def test_single_channel_forward_other_filter_counts_use_the_product(calls):
     y = _copy(cpu_conv.CONV.forward(x, w, b, geometry, True, False)[0])
     np.testing.assert_array_equal(y, NumpyConv().forward(x, w, b, geometry, True, False)[0])
     assert "single_channel_forward" not in calls and calls["im2col_offsets"]
+
+
+@pytest.mark.parametrize("block_bytes", [1, 3000, 1 << 20])
+def test_input_grad_trims_the_zero_border_per_block(calls, monkeypatch, block_bytes):
+    """Trailing all-zero output rows/columns (a max pool over an odd size) are cropped block
+    by block: the same products as cropping the whole gradient first."""
+    monkeypatch.setattr(cpu_conv.CompiledConv, "block_bytes", block_bytes)
+    rng = np.random.default_rng(11)
+    x, w, b, g, geometry = _case(rng, np.float32, 2, 3, (3, 2), (1, 1), (1, 1), "same", True)
+    g[:, -1] = 0
+    g[:, :, -2:] = 0
+    kernel = cpu_conv.CompiledConv()
+    gx = _copy(kernel.input_grad(g, w, geometry, x.shape))
+    monkeypatch.setattr(cpu_conv.CompiledConv, "trim_per_block", False)
+    np.testing.assert_array_equal(gx, kernel.input_grad(g, w, geometry, x.shape))
+    _close(gx, NumpyConv().input_grad(g, w, geometry, x.shape), np.float32, "gx")
+    assert cpu_conv._nonzero_size(g) == (6, 4)
+    assert calls["col2im"]
