@@ -25,7 +25,8 @@ parts in C++ and its matrix products left to NumPy (OpenBLAS):
   and a register-blocked product (fused multiply-adds, bias and ReLU in the store) per
   block of ``single_channel_rows`` rows -- OpenBLAS reaches a fraction of its rate on
   K = 9 columns; on AVX-512 the float32 weight gradient of such layers likewise
-  (``cols.T @ g`` with only Kp + 1 rows of output);
+  (``cols.T @ g`` with only Kp + 1 rows of output); an inference output of
+  ``stream_bytes`` or more (far beyond the cache) goes out with non-temporal stores;
 * bias + ReLU in place in one pass, and the ReLU gradient in one pass (when no max
   pool follows to fold it into its own backward).
 
@@ -59,7 +60,7 @@ _SIGNATURES = {
     "col2im": (_P, _P, _P, _I, _I),
     "bias_relu": (_P, _P, _I, _I, _I),
     "relu_grad": (_P, _P, _P, _I),
-    "single_channel_forward": (_P, _P, _P, _I, _P, _P, _P, _I, _I, _I, _I),
+    "single_channel_forward": (_P, _P, _P, _I, _P, _P, _P, _I, _I, _I, _I, _I),
     "single_channel_weight_grad": (_P, _P, _P, _I, _I, _I),  # float32 with AVX-512 only
 }
 _SINGLE_CHANNEL_FILTERS = (16, 32, 64)  # the filter counts of the compiled single-channel product
@@ -122,6 +123,7 @@ class CompiledConv(NumpyConv):
     single_channel = True
     single_channel_rows = 1024
     trim_per_block = True
+    stream_bytes = 16 << 20
 
     # ------------------------------------------------------------------ helpers
 
@@ -265,7 +267,13 @@ class CompiledConv(NumpyConv):
         cols = pooled((kp + ones, m) if keep else (kp, block), x.dtype)
         if b is not None:
             b = np.ascontiguousarray(b)
-        y = pooled((m, f), x.dtype)
+        stream = not keep and m * f * x.dtype.itemsize >= self.stream_bytes
+        if stream:  # non-temporal stores need 64-byte aligned rows
+            flat = pooled((m * f + 64 // x.dtype.itemsize,), x.dtype)
+            skip = (-_p(flat) % 64) // x.dtype.itemsize
+            y = flat[skip : skip + m * f].reshape(m, f)
+        else:
+            y = pooled((m, f), x.dtype)
         kernel(
             _p(x),
             _p(cols),
@@ -278,6 +286,7 @@ class CompiledConv(NumpyConv):
             int(relu),
             int(keep),
             block,
+            int(stream),
         )
         return y.reshape((n,) + out_size + (f,)), (cols.T if keep else None)
 

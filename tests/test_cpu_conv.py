@@ -346,6 +346,7 @@ def test_single_channel_forward_in_one_call(calls, monkeypatch, filters, dtype):
     """C_in = 1 with 16/32/64 filters: im2col and product fused in C++ (blocks of rows,
     odd tails), matching the NumPy kernel with and without bias, ReLU, kept columns."""
     monkeypatch.setattr(cpu_conv.CompiledConv, "single_channel_rows", 37)
+    monkeypatch.setattr(cpu_conv.CompiledConv, "stream_bytes", 0)  # non-temporal stores too
     rng = np.random.default_rng(filters)
     for rank, kernel, strides, dilation, padding in (
         (2, (3, 3), (1, 1), (1, 1), "valid"),

@@ -156,7 +156,7 @@ void im2col_offsets(const T* x, T* cols, const index_t* geometry, index_t ones, 
 // the row of ones of the NumPy kernel's product).
 template <typename T, index_t F>
 void single_channel_rows(const T* cols, index_t stride, index_t kp, const T* w, const T* bias,
-                         T* y, index_t rows, index_t relu) {
+                         T* y, index_t rows, index_t relu, bool /*stream*/) {
     constexpr index_t R = 4;
     index_t r = 0;
     for (; r + R <= rows; r += R) {
@@ -208,20 +208,26 @@ void single_channel_rows(const T* cols, index_t stride, index_t kp, const T* w, 
     }
 }
 
+
 #if defined(__AVX512F__)
 // single_channel_rows for float on AVX-512: R rows of F / 16 registers each, fused
 // multiply-adds (one rounding per term: within rtol 1e-5 of the NumPy kernel's product, which
 // OpenBLAS computes with them too).
 template <index_t F>
 void single_channel_rows_avx512(const float* cols, index_t stride, index_t kp, const float* w,
-                                const float* bias, float* y, index_t rows, index_t relu) {
+                                const float* bias, float* y, index_t rows, index_t relu,
+                                bool stream) {
     constexpr index_t V = F / 16, R = 4;
     const __m512 zero = _mm512_setzero_ps();
     auto finish = [&](__m512 a, index_t j, float* row) {
         if (bias != nullptr) a = _mm512_add_ps(a, _mm512_loadu_ps(bias + 16 * j));
         // max(a, 0) with a NaN passing: 0 only where a < 0
         if (relu) a = _mm512_mask_mov_ps(a, _mm512_cmp_ps_mask(a, zero, _CMP_LT_OQ), zero);
-        _mm512_storeu_ps(row + 16 * j, a);
+        if (stream) {
+            _mm512_stream_ps(row + 16 * j, a);
+        } else {
+            _mm512_storeu_ps(row + 16 * j, a);
+        }
     };
     index_t r = 0;
     for (; r + R <= rows; r += R) {
@@ -261,20 +267,20 @@ void single_channel_rows_avx512(const float* cols, index_t stride, index_t kp, c
 template <>
 void single_channel_rows<float, 16>(const float* cols, index_t stride, index_t kp,
                                     const float* w, const float* bias, float* y, index_t rows,
-                                    index_t relu) {
-    single_channel_rows_avx512<16>(cols, stride, kp, w, bias, y, rows, relu);
+                                    index_t relu, bool stream) {
+    single_channel_rows_avx512<16>(cols, stride, kp, w, bias, y, rows, relu, stream);
 }
 template <>
 void single_channel_rows<float, 32>(const float* cols, index_t stride, index_t kp,
                                     const float* w, const float* bias, float* y, index_t rows,
-                                    index_t relu) {
-    single_channel_rows_avx512<32>(cols, stride, kp, w, bias, y, rows, relu);
+                                    index_t relu, bool stream) {
+    single_channel_rows_avx512<32>(cols, stride, kp, w, bias, y, rows, relu, stream);
 }
 template <>
 void single_channel_rows<float, 64>(const float* cols, index_t stride, index_t kp,
                                     const float* w, const float* bias, float* y, index_t rows,
-                                    index_t relu) {
-    single_channel_rows_avx512<64>(cols, stride, kp, w, bias, y, rows, relu);
+                                    index_t relu, bool stream) {
+    single_channel_rows_avx512<64>(cols, stride, kp, w, bias, y, rows, relu, stream);
 }
 // The weight gradient of a single-channel convolution: out (kp, 32) = cols (kp, m) @ g (m, f),
 // columns [j0, j0 + 32) of g, for KB of the kp rows from row k0; rows of g in chunks of 256
@@ -329,14 +335,17 @@ inline void single_channel_weight_grad_f32(const float* cols, const float* g, fl
 // nothing): y (M, f) = columns @ w (Kp, f) + bias, ReLU'd when relu,
 // in blocks of ``block`` rows, each im2col'd (im2col_offsets) and multiplied while in the
 // cache. keep: cols is the whole transposed columns (Kp [+ ones], M), written for the weight
-// gradient; otherwise a scratch (Kp, block).
+// gradient; otherwise a scratch (Kp, block). stream: y goes out with non-temporal stores.
 template <typename T>
 void single_channel_forward(const T* x, T* cols, const index_t* geometry, index_t ones,
                                const T* w, const T* bias, T* y, index_t f, index_t relu,
-                               index_t keep, index_t block) {
+                               index_t keep, index_t block, index_t stream) {
     const ConvGeometry g(geometry);
     const index_t kp = g.kernel_cells(), m = g.n * g.out[0] * g.out[1] * g.out[2];
     if (f != 16 && f != 32 && f != 64) return;
+    // an output far larger than the cache goes to memory anyway: non-temporal stores skip
+    // reading it in first (AVX-512 float only; y must then be 64-byte aligned)
+    const bool nt = stream && reinterpret_cast<std::uintptr_t>(y) % 64 == 0 && f % 16 == 0;
     for (index_t r0 = 0; r0 < m; r0 += block) {
         const index_t r1 = std::min(m, r0 + block);
         T* at = keep ? cols + r0 : cols;
@@ -344,13 +353,16 @@ void single_channel_forward(const T* x, T* cols, const index_t* geometry, index_
         im2col_offsets(x, at, geometry, keep ? ones : 0, r0, r1, stride);
         T* out = y + r0 * f;
         if (f == 16) {
-            single_channel_rows<T, 16>(at, stride, kp, w, bias, out, r1 - r0, relu);
+            single_channel_rows<T, 16>(at, stride, kp, w, bias, out, r1 - r0, relu, nt);
         } else if (f == 32) {
-            single_channel_rows<T, 32>(at, stride, kp, w, bias, out, r1 - r0, relu);
+            single_channel_rows<T, 32>(at, stride, kp, w, bias, out, r1 - r0, relu, nt);
         } else {
-            single_channel_rows<T, 64>(at, stride, kp, w, bias, out, r1 - r0, relu);
+            single_channel_rows<T, 64>(at, stride, kp, w, bias, out, r1 - r0, relu, nt);
         }
     }
+#if defined(__AVX512F__)
+    if (nt) _mm_sfence();
+#endif
 }
 
 // The input gradient from the columns' gradient dcols (N * O, Kp * C), for samples [n0, n1)
@@ -456,9 +468,9 @@ void relu_grad(const T* g, const T* y, T* out, index_t size) {
     extern "C" void dlx_single_channel_forward_##suffix(                                     \
         const T* x, T* cols, const dlx_cpu::index_t* g, dlx_cpu::index_t ones, const T* w,   \
         const T* bias, T* y, dlx_cpu::index_t f, dlx_cpu::index_t relu,                      \
-        dlx_cpu::index_t keep, dlx_cpu::index_t block) {                                     \
+        dlx_cpu::index_t keep, dlx_cpu::index_t block, dlx_cpu::index_t stream) {            \
         dlx_cpu::single_channel_forward<T>(x, cols, g, ones, w, bias, y, f, relu, keep,       \
-                                           block);                                           \
+                                           block, stream);                                   \
     }
 DLX_CONVOLUTION(float, f32)
 #if defined(__AVX512F__)
