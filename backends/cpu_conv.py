@@ -70,10 +70,8 @@ def _function(name, dtype):
     """The compiled ``name`` for ``dtype``, or None (then fall back)."""
     from . import cpu_kernels  # here: cpu_kernels imports this module at its end
 
-    try:
-        return cpu_kernels.compiled(_SOURCE, name, dtype, *_SIGNATURES[name])
-    except AttributeError:  # not in this build (single_channel_weight_grad without AVX-512)
-        return None
+    # None too where this build lacks it (single_channel_weight_grad without AVX-512)
+    return cpu_kernels.compiled(_SOURCE, name, dtype, *_SIGNATURES[name])
 
 
 def _geometry(n, c, in_size, out_size, kernel_size, strides, dilation, before):

@@ -154,11 +154,12 @@ def reset():
 
 def function(source, name, *argtypes):
     """The C function ``name`` exported by ``<source>.cpp``, with its argument types, or
-    ``None`` without that library."""
+    ``None`` without that library or when this build lacks it (some kernels exist only for
+    some instruction sets)."""
     lib = library(source)
-    if lib is None:
+    f = None if lib is None else getattr(lib, name, None)
+    if f is None:
         return None
-    f = getattr(lib, name)
     f.argtypes = argtypes
     f.restype = None
     return f

@@ -237,3 +237,10 @@ def test_a_compiler_that_refuses_the_tuning_option_builds_without_it(fresh_libra
     built = cpu_library.build("optimizers")
     assert built.exists()
     assert cpu_library.library("optimizers") is not None  # loads, and is the portable build
+
+
+@needs_compiler
+def test_a_function_this_build_lacks_is_none(fresh_library):
+    fresh_library.delenv("DLX_KERNELS", raising=False)
+    assert cpu_library.function("optimizers", "dlx_no_such_kernel_f32") is None
+    assert cpu_kernels.compiled("optimizers", "no_such_kernel", np.float32) is None
