@@ -288,6 +288,19 @@ def _gradient_input(d, T, B, u, dt):
     return _state(d, (T, B, u), dt)
 
 
+def _state_buffers(T, B, u, dt, h0, rm):
+    """``(H, HD, Hd)`` of a forward loop: the states ``H (T+1, B, u)`` from ``h0``; with a
+    recurrent dropout mask ``rm`` also ``HD``, the states times it (else None); ``Hd`` the
+    one the products read."""
+    H = pooled((T + 1, B, u), dt)
+    np.copyto(H[0], h0, casting="unsafe")
+    if rm is None:
+        return H, None, H
+    HD = pooled((T + 1, B, u), dt)
+    np.multiply(H[0], rm, out=HD[0])
+    return H, HD, HD
+
+
 class _CompiledBackward:
     """The backward of the compiled sequence classes: their own saved state goes through the
     compiled loop, a saved state of the NumPy forward (it fell back) through the NumPy class."""
@@ -332,17 +345,11 @@ class CompiledLSTMSequence(_CompiledBackward, LSTMSequence):
         u = G // 4
         dt = xproj.dtype
         keep, rm = _masks(spec, dt, B)
-        H = pooled((T + 1, B, u), dt)
+        H, HD, Hd = _state_buffers(T, B, u, dt, h0, rm)
         C = pooled((T + 1, B, u), dt)
-        np.copyto(H[0], h0, casting="unsafe")
         np.copyto(C[0], c0, casting="unsafe")
         A = pooled((T, B, G), dt)
         TC = pooled((T, B, u), dt)
-        HD = None
-        if rm is not None:
-            HD = pooled((T + 1, B, u), dt)
-            np.multiply(H[0], rm, out=HD[0])
-        Hd = HD if HD is not None else H
         Uc = _c(U)
         x, h, c, a, tc = _time_rows(spec, xproj), _Rows(H), _Rows(C), _Rows(A), _Rows(TC)
         hd = _Rows(HD) if HD is not None else None
@@ -442,13 +449,7 @@ class CompiledGRUSequence(_CompiledBackward, GRUSequence):
         dt = xproj.dtype
         after = spec.reset_after
         keep, rm = _masks(spec, dt, B)
-        H = pooled((T + 1, B, u), dt)
-        np.copyto(H[0], h0, casting="unsafe")
-        HD = None
-        if rm is not None:
-            HD = pooled((T + 1, B, u), dt)
-            np.multiply(H[0], rm, out=HD[0])
-        Hd = HD if HD is not None else H
+        H, HD, Hd = _state_buffers(T, B, u, dt, h0, rm)
         A = pooled((T, B, G if after else 2 * u), dt)
         HH = pooled((T, B, u), dt)
         RH = None
@@ -618,13 +619,7 @@ class CompiledRNNSequence(_CompiledBackward, RNNSequence):
         T, B, u = xproj.shape
         dt = xproj.dtype
         keep, rm = _masks(spec, dt, B)
-        H = pooled((T + 1, B, u), dt)
-        np.copyto(H[0], h0, casting="unsafe")
-        HD = None
-        if rm is not None:
-            HD = pooled((T + 1, B, u), dt)
-            np.multiply(H[0], rm, out=HD[0])
-        Hd = HD if HD is not None else H
+        H, HD, Hd = _state_buffers(T, B, u, dt, h0, rm)
         A = pooled((T, B, u), dt)
         x, h, a = _time_rows(spec, xproj), _Rows(H), _Rows(A)
         hd = _Rows(HD) if HD is not None else None
