@@ -1,4 +1,6 @@
-"""Test helpers: finite-difference gradient checks and host conversions."""
+"""Test helpers: finite-difference gradient checks, host conversions, spies on compiled kernels."""
+
+import collections
 
 import numpy as np
 
@@ -105,3 +107,29 @@ def check_layer_gradients(layer, x, rtol=1e-5, atol=1e-7, training=False, **call
         numeric = numeric_gradient(value, [initial[index]], 0)
         np.testing.assert_allclose(analytic, numeric, rtol=rtol, atol=atol,
                                    err_msg=f"gradient of weight {w.name}")
+
+
+def count_compiled_calls(monkeypatch, source, key=lambda name, args: name):
+    """The compiled kernels on, and a Counter, filled as they run, of the calls to the
+    functions of ``backends/cpu/<source>.cpp`` (by ``key(name, args)``)."""
+    from dlx.backends import cpu_kernels
+
+    monkeypatch.delenv("DLX_KERNELS", raising=False)
+    dlx.backends.set_kernels_enabled(True)  # the autouse fixture restores it
+    cpu_kernels.forget()
+    counter = collections.Counter()
+    real = cpu_kernels.compiled
+
+    def spy(source_name, name, dtype, *argtypes):
+        found = real(source_name, name, dtype, *argtypes)
+        if found is None or source_name != source:
+            return found
+
+        def counted(*args):
+            counter[key(name, args)] += 1
+            return found(*args)
+
+        return counted
+
+    monkeypatch.setattr(cpu_kernels, "compiled", spy)
+    return counter

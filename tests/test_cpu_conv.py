@@ -13,7 +13,7 @@ import pytest
 from array_api_compat import numpy as xp
 from dlx.backends import cpu_conv, cpu_kernels, cpu_library
 from dlx.backends.numpy_conv import NumpyConv
-from helpers import check_layer_gradients
+from helpers import check_layer_gradients, count_compiled_calls
 
 import dlx
 from dlx import layers, ops
@@ -28,27 +28,9 @@ TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12
 
 @pytest.fixture
 def calls(monkeypatch):
-    """The compiled kernels on (also under ``DLX_KERNELS=generic``); returns a dict
-    ``{function name: calls}`` filled as they run."""
-    monkeypatch.delenv("DLX_KERNELS", raising=False)
-    dlx.backends.set_kernels_enabled(True)  # the autouse fixture of conftest restores it
-    cpu_kernels.forget()
-    counts = {}
-    real = cpu_kernels.compiled
-
-    def spy(source, name, dtype, *argtypes):
-        function = real(source, name, dtype, *argtypes)
-        if function is None or source != "convolution":
-            return function
-
-        def counted(*args):
-            counts[name] = counts.get(name, 0) + 1
-            return function(*args)
-
-        return counted
-
-    monkeypatch.setattr(cpu_kernels, "compiled", spy)
-    yield counts
+    """The compiled kernels on (also under ``DLX_KERNELS=generic``); returns a Counter
+    ``{function name: calls}`` of the convolution.cpp functions, filled as they run."""
+    yield count_compiled_calls(monkeypatch, "convolution")
     monkeypatch.undo()
     cpu_kernels.forget()
 

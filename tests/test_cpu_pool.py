@@ -6,7 +6,6 @@ the generic op computes; its saved value must work in the NumPy and generic
 backward and the NumPy forward's in its own; it falls back where it cannot run.
 """
 
-import collections
 import itertools
 import shutil
 
@@ -15,7 +14,7 @@ import pytest
 from dlx.backends import cpu_kernels, cpu_library
 from dlx.backends.cpu_pool import CompiledPool, MaxSaved
 from dlx.backends.numpy_conv import NumpyPool
-from helpers import check_gradients, check_layer_gradients
+from helpers import check_gradients, check_layer_gradients, count_compiled_calls
 
 import dlx
 from dlx import layers, ops
@@ -31,26 +30,11 @@ needs_compiler = pytest.mark.skipif(
 def calls(monkeypatch):
     """The compiled kernels on (also under ``DLX_KERNELS=numpy`` or ``generic``), and a
     Counter of the pooling.cpp functions that ran (``(name, relu)`` for max_pool_backward)."""
-    monkeypatch.delenv("DLX_KERNELS", raising=False)
-    dlx.backends.set_kernels_enabled(True)  # the autouse fixture of conftest restores it
-    cpu_kernels.forget()
-    counter = collections.Counter()
-    real = cpu_kernels.compiled
 
-    def spy(source, name, dtype, *argtypes):
-        found = real(source, name, dtype, *argtypes)
-        if found is None or source != "pooling":
-            return found
+    def key(name, args):
+        return (name, bool(args[-1] & 1)) if name == "max_pool_backward" else name
 
-        def counted(*args):
-            key = (name, bool(args[-1] & 1)) if name == "max_pool_backward" else name
-            counter[key] += 1
-            return found(*args)
-
-        return counted
-
-    monkeypatch.setattr(cpu_kernels, "compiled", spy)
-    yield counter
+    yield count_compiled_calls(monkeypatch, "pooling", key)
     monkeypatch.undo()
     cpu_kernels.forget()
 
