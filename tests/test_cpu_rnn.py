@@ -188,15 +188,15 @@ GRU_OPTIONS = OPTIONS + [
     (True, True, False, False, True),
     (False, True, True, False, False),
 ]
+CELL_OPTIONS = (
+    [("lstm", o) for o in OPTIONS]
+    + [("gru", o) for o in GRU_OPTIONS]
+    + [("rnn", o) for o in OPTIONS]
+)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize(
-    "cell, options",
-    [("lstm", o) for o in OPTIONS]
-    + [("gru", o) for o in GRU_OPTIONS]
-    + [("rnn", o) for o in OPTIONS],
-)
+@pytest.mark.parametrize("cell, options", CELL_OPTIONS)
 def test_compiled_kernel_matches_numpy_kernel_and_generic(cell, options, dtype, calls):
     _compare(cell, dtype, *options)
     if cpu_rnn.blas_gemm(dtype) is not None:  # one call per loop
@@ -216,12 +216,7 @@ def _assert_called_per_step(cell, options, calls, steps=5):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize(
-    "cell, options",
-    [("lstm", o) for o in OPTIONS]
-    + [("gru", o) for o in GRU_OPTIONS]
-    + [("rnn", o) for o in OPTIONS],
-)
+@pytest.mark.parametrize("cell, options", CELL_OPTIONS)
 def test_step_by_step_without_the_blas_address(cell, options, dtype, calls, monkeypatch):
     """Without the BLAS's gemm address the loops run from Python, a call per step."""
     monkeypatch.setattr(cpu_rnn, "blas_gemm", lambda dtype: None)
