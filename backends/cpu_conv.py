@@ -48,7 +48,7 @@ import numpy as np
 from . import cpu_library
 from .buffer_pool import pooled
 from .conv_transpose_from_conv import ConvTransposeFromConv
-from .numpy_conv import NumpyConv, _float, _out_size, _trim_zero_border
+from .numpy_conv import NumpyConv, _float, _nonzero_size, _out_size, _trim_zero_border
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
@@ -93,20 +93,6 @@ def _geometry(n, c, in_size, out_size, kernel_size, strides, dilation, before):
 def _is_view(kernel_cells, strides, pads):
     """Whether the columns are ``x`` itself: 1x1 kernels, stride 1, no padding."""
     return kernel_cells == 1 and all(s == 1 for s in strides) and all(b == a == 0 for b, a in pads)
-
-
-def _nonzero_size(g):
-    """The output size of g ``(N, *O, F)`` without its trailing all-zero slices along each
-    spatial axis (as :func:`numpy_conv._trim_zero_border` finds it, without the copy)."""
-    out_size = list(g.shape[1:-1])
-    for axis in range(len(out_size)):
-        while out_size[axis] > 1:
-            last = [slice(None)] + [slice(0, o) for o in out_size]
-            last[1 + axis] = out_size[axis] - 1
-            if g[tuple(last)].any():
-                break
-            out_size[axis] -= 1
-    return tuple(out_size)
 
 
 class CompiledConv(NumpyConv):
@@ -193,7 +179,7 @@ class CompiledConv(NumpyConv):
         # single-channel input: the bias rides in the product on a row of ones, except for
         # 1x1 kernels, whose columns are a view of x
         fold_bias = c == 1 and b is not None and not _is_view(kp, strides, pads)
-        if fold_bias or (c == 1 and b is None and not _is_view(kp, strides, pads)):
+        if c == 1 and not _is_view(kp, strides, pads):
             done = self._single_channel_forward(x, w, b, geometry, relu, keep)
             if done is not None:
                 return done

@@ -302,6 +302,20 @@ class NumpyConv:
         return gw, None
 
 
+def _nonzero_size(g):
+    """The output size of g ``(N, *O, F)`` without its trailing all-zero slices along each
+    spatial axis."""
+    out_size = list(g.shape[1:-1])
+    for axis in range(len(out_size)):
+        while out_size[axis] > 1:
+            last = [slice(None)] + [slice(0, o) for o in out_size]
+            last[1 + axis] = out_size[axis] - 1
+            if g[tuple(last)].any():
+                break
+            out_size[axis] -= 1
+    return tuple(out_size)
+
+
 def _trim_zero_border(g):
     """``g`` ``(N, *O, F)`` without its trailing all-zero slices along each spatial axis,
     as ``(M', F)`` rows, and the remaining ``O'``.
@@ -309,15 +323,7 @@ def _trim_zero_border(g):
     They contribute nothing to the input gradient; a 2x2 max pool over an odd
     size leaves one such row and column (11x11 -> 10x10: 17% fewer rows to multiply).
     """
-    out_size = list(g.shape[1:-1])
-    for axis in range(len(out_size)):
-        while out_size[axis] > 1:
-            last = (slice(None),) + tuple(slice(0, o) for o in out_size)
-            last = last[: 1 + axis] + (out_size[axis] - 1,) + last[2 + axis :]
-            if g[last].any():
-                break
-            out_size[axis] -= 1
-    out_size = tuple(out_size)
+    out_size = _nonzero_size(g)
     if out_size == g.shape[1:-1]:
         return g.reshape(-1, g.shape[-1]), out_size
     trimmed = pooled((g.shape[0],) + out_size + (g.shape[-1],), g.dtype)
