@@ -46,3 +46,33 @@ class OneBlasThread:
 def one_thread_if_small(multiply_adds, limit=1 << 20):
     """One BLAS thread for products of up to ``limit`` multiply-adds, else leave BLAS alone."""
     return OneBlasThread() if multiply_adds <= limit else contextlib.nullcontext()
+
+
+_SYMBOLS = {}  # name -> address in NumPy's OpenBLAS, or 0
+
+
+def openblas_symbol(name):
+    """The address of ``name`` (``"cblas_sgemm"``, ``"openblas_set_num_threads"``, ...) in the
+    64-bit-integer OpenBLAS that NumPy's wheels bundle (``scipy_<name>64_`` or ``<name>64_``),
+    or None: no threadpoolctl, another BLAS, or a build with 32-bit integers, whose
+    functions the compiled kernels must not call."""
+    if name not in _SYMBOLS:
+        import ctypes
+
+        found = 0
+        for controller in blas_controllers():
+            if getattr(controller, "internal_api", None) != "openblas":
+                continue
+            try:
+                lib = ctypes.CDLL(controller.filepath)
+            except OSError:
+                continue
+            for symbol in (f"scipy_{name}64_", f"{name}64_"):
+                f = getattr(lib, symbol, None)
+                if f is not None:
+                    found = ctypes.cast(f, ctypes.c_void_p).value or 0
+                    break
+            if found:
+                break
+        _SYMBOLS[name] = found
+    return _SYMBOLS[name] or None

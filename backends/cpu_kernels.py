@@ -151,7 +151,116 @@ def rmsprop_update(w, g, v, m, lr, rho, epsilon, momentum):
     return True
 
 
+def _operand(a):
+    """``(transposed, leading dimension)`` of a 2-D array the BLAS can read as it lies, or None."""
+    if a.flags.c_contiguous:
+        return False, max(a.shape[1], 1)
+    if a.flags.f_contiguous:
+        return True, max(a.shape[0], 1)
+    return None
+
+
+def _matmul_kernel(dtype):
+    """``dlx_matmul_<f32|f64>``, or None without the library or without NumPy's OpenBLAS."""
+    kernel = compiled(
+        "matmul",
+        "matmul",
+        dtype,
+        ctypes.c_int,
+        ctypes.c_int,
+        _I,
+        _I,
+        _I,
+        _P,
+        _I,
+        _P,
+        _I,
+        _D,
+        _P,
+        _I,
+    )
+    ready = compiled("matmul", "matmul_ready", dtype)
+    if kernel is None or ready is None:
+        return None
+    ready.restype = ctypes.c_int
+    return kernel if ready() else None
+
+
+def matmul(a, b, out=None):
+    """``a @ b`` for 2-D arrays, split over dlx's thread pool (``cpu/matmul.cpp``); ``out``
+    (C-contiguous, ``(M, N)``) receives it when given. Transposed views (``w.T``) are read in
+    place. Anything else goes to NumPy."""
+    dtype = a.dtype
+    kernel = None
+    if type(a) is np.ndarray and type(b) is np.ndarray and a.ndim == b.ndim == 2:
+        if b.dtype == dtype and a.shape[1] == b.shape[0]:
+            kernel = _matmul_kernel(dtype)
+    ops = kernel and (_operand(a), _operand(b))
+    fits = out is None or (plain(dtype, out) and out.shape == (a.shape[0], b.shape[1]))
+    if not ops or None in ops or not fits:
+        return np.matmul(a, b, out=out) if out is not None else a @ b
+    (ta, lda), (tb, ldb) = ops
+    M, K = a.shape
+    N = b.shape[1]
+    if out is None:
+        out = np.empty((M, N), dtype)
+    if M and N and not K:
+        out[...] = 0
+    elif M and N:
+        kernel(int(ta), int(tb), M, N, K, p(a), lda, p(b), ldb, 0.0, p(out), max(N, 1))
+    return out
+
+
+def _dense_ready(dtype, *arrays):
+    return plain(dtype, *arrays) and _matmul_kernel(dtype) is not None and all(arrays[0].shape)
+
+
+def linear_forward(x, kernel, bias, relu):
+    """The Dense layer's ``x @ kernel + bias`` (then ReLU), x ``(M, K)``, kernel ``(K, N)``,
+    bias ``(N,)`` or None, as one split product with the bias and ReLU done by each part;
+    None when not handled."""
+    dtype = x.dtype
+    arrays = (x, kernel) if bias is None else (x, kernel, bias)
+    if x.ndim != 2 or not _dense_ready(dtype, *arrays) or kernel.shape[1] == 0:
+        return None
+    f = compiled("matmul", "linear_forward", dtype, _I, _I, _I, _P, _P, _P, ctypes.c_int, _P)
+    (M, K), N = x.shape, kernel.shape[1]
+    y = np.empty((M, N), dtype)
+    f(M, N, K, p(x), p(kernel), None if bias is None else p(bias), int(bool(relu)), p(y))
+    return y
+
+
+def linear_backward(g, y, x, kernel, need_x, need_kernel, need_bias):
+    """``(gx, g_kernel, g_bias)`` of :func:`linear_forward` given dL/dy ``g`` ``(M, N)`` and, for
+    a fused ReLU, its output ``y`` (else None); unwanted ones are None. None when not handled."""
+    dtype = g.dtype
+    arrays = (g, x, kernel) if y is None else (g, x, kernel, y)
+    if g.ndim != 2 or not _dense_ready(dtype, *arrays) or kernel.shape[1] == 0:
+        return None
+    f = compiled("matmul", "linear_backward", dtype, _I, _I, _I, *[_P] * 8)
+    (M, K), N = x.shape, kernel.shape[1]
+    masked = np.empty_like(g) if y is not None else g
+    gx = np.empty((M, K), dtype) if need_x else None
+    gk = np.empty((K, N), dtype) if need_kernel else None
+    gb = np.empty(N, dtype) if need_bias else None
+    f(
+        M,
+        N,
+        K,
+        p(g),
+        None if y is None else p(y),
+        p(x),
+        p(kernel),
+        p(masked),
+        *(None if a is None else p(a) for a in (gx, gk, gb)),
+    )
+    return gx, gk, gb
+
+
 CPU_KERNELS = {
+    "matmul": matmul,
+    "linear_forward": linear_forward,
+    "linear_backward": linear_backward,
     "adam_update": adam_update,
     "adam_update_many": adam_update_many,
     "sgd_momentum_update": sgd_momentum_update,

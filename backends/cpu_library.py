@@ -45,7 +45,7 @@ OPTIONS = (
 # for this machine's vector units; a compiler that refuses it builds without
 TUNING = ("-march=native",)
 
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # re-entered: loading a kernel library loads the thread pool
 _STATE = {}  # source stem -> (CDLL or None, status text)
 _WARNED = []  # one warning per process, not one per source
 
@@ -120,7 +120,11 @@ def _load(source):
         return None, f"off (DLX_KERNELS={os.environ.get('DLX_KERNELS')})"
     try:
         path = build(source)
-        return ctypes.CDLL(str(path)), f"compiled: {path}"
+        lib = ctypes.CDLL(str(path))
+        if source == POOL_SOURCE:
+            lib.dlx_thread_pool_resize(ctypes.c_int(pool_threads()))
+        _connect(lib)
+        return lib, f"compiled: {path}"
     except (HostBuildError, OSError) as error:
         if not _WARNED:
             _WARNED.append(True)
@@ -130,6 +134,48 @@ def _load(source):
                 stacklevel=4,
             )
         return None, f"unavailable: {error}"
+
+
+POOL_SOURCE = "thread_pool"
+
+
+def pool_threads():
+    """The threads of dlx's pool, the caller's included: ``$DLX_NUM_THREADS``, else the cores
+    this process may run on."""
+    wanted = os.environ.get("DLX_NUM_THREADS", "").strip()
+    if wanted:
+        try:
+            return max(1, int(wanted))
+        except ValueError:
+            raise ValueError(f"DLX_NUM_THREADS must be a whole number, not {wanted!r}") from None
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _connect(lib):
+    """Hand a kernel library the thread pool and NumPy's BLAS (see ``cpu/parallel.h``)."""
+    connect = getattr(lib, "dlx_connect", None)
+    if connect is None:
+        return
+    from .blas_threads import openblas_symbol
+
+    pool = library(POOL_SOURCE)
+    parallel_for = threads = None
+    if pool is not None:
+        parallel_for = ctypes.cast(pool.dlx_parallel_for, ctypes.c_void_p).value
+        threads = pool.dlx_thread_pool_size()
+    connect.argtypes = [ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 4
+    connect.restype = None
+    connect(
+        parallel_for,
+        threads or 1,
+        openblas_symbol("cblas_sgemm"),
+        openblas_symbol("cblas_dgemm"),
+        openblas_symbol("openblas_set_num_threads"),
+        openblas_symbol("openblas_get_num_threads"),
+    )
 
 
 def status():

@@ -36,7 +36,7 @@ import os
 
 import numpy as np
 
-from .blas_threads import OneBlasThread
+from .blas_threads import OneBlasThread, openblas_symbol
 from .buffer_pool import pooled
 from .numpy_rnn import (
     GRUSequence,
@@ -78,35 +78,13 @@ _SIGNATURES = {
     "rnn_backward_loop": (_P, _I) + (_P,) * 8 + (_I, _I),
 }
 
-_GEMM = {}  # dtype -> address of the BLAS's cblas_?gemm (ILP64) or 0
-
 
 def blas_gemm(dtype):
     """The address of ``cblas_sgemm``/``cblas_dgemm`` (64-bit integers) of the OpenBLAS that
-    NumPy uses, as NumPy's wheels bundle it, or None (then the loops run step by step from
-    Python). Found through threadpoolctl, which also holds that library to one thread."""
+    NumPy uses, or None (then the loops run step by step from Python)."""
     dtype = np.dtype(dtype)
-    if dtype not in _GEMM:
-        from .blas_threads import blas_controllers
-
-        found = 0
-        letter = "s" if dtype == np.float32 else "d" if dtype == np.float64 else None
-        for controller in blas_controllers() if letter else ():
-            if getattr(controller, "internal_api", None) != "openblas":
-                continue
-            try:
-                lib = ctypes.CDLL(controller.filepath)
-            except OSError:
-                continue
-            for name in (f"scipy_cblas_{letter}gemm64_", f"cblas_{letter}gemm64_"):
-                f = getattr(lib, name, None)
-                if f is not None:
-                    found = ctypes.cast(f, ctypes.c_void_p).value or 0
-                    break
-            if found:
-                break
-        _GEMM[dtype] = found
-    return _GEMM[dtype] or None
+    letter = "s" if dtype == np.float32 else "d" if dtype == np.float64 else None
+    return openblas_symbol(f"cblas_{letter}gemm") if letter else None
 
 
 def function(name, dtype):

@@ -1,5 +1,8 @@
-// Optimizer updates in one pass over memory (NumPy needs one pass per operation).
-#include "common.h"
+// Optimizer updates in one pass over memory (NumPy needs one pass per operation), split
+// over dlx's thread pool.
+#include "parallel.h"
+
+DLX_EXPORT_CONNECT
 
 namespace dlx_cpu {
 
@@ -7,9 +10,12 @@ namespace dlx_cpu {
 // (backends/numpy_kernels.py:adam_update), so both round alike:
 //   m += (g - m) * one_minus_beta_1;  v += (g*g - v) * one_minus_beta_2;
 //   w -= (m / (sqrt(v) + epsilon)) * alpha
+// elements per part: below this a hand-over to another thread costs more than it saves
+constexpr index_t kGrain = index_t(1) << 14;
+
 template <typename T>
-void adam(T* w, const T* g, T* m, T* v, index_t n, T alpha, T one_minus_beta_1,
-          T one_minus_beta_2, T epsilon) {
+void adam_serial(T* w, const T* g, T* m, T* v, index_t n, T alpha, T one_minus_beta_1,
+                 T one_minus_beta_2, T epsilon) {
 #pragma omp simd
     for (index_t i = 0; i < n; ++i) {
         const T gi = g[i];
@@ -21,30 +27,48 @@ void adam(T* w, const T* g, T* m, T* v, index_t n, T alpha, T one_minus_beta_1,
     }
 }
 
+// adam_serial() on ``count`` variables, ``w[k]`` ... of ``sizes[k]`` elements each, with
+// their elements, all taken together, split over the pool.
+template <typename T>
+void adam_many(index_t count, const index_t* sizes, T* const* w, const T* const* g, T* const* m,
+               T* const* v, T alpha, T one_minus_beta_1, T one_minus_beta_2, T epsilon) {
+    index_t total = 0;
+    for (index_t k = 0; k < count; ++k) total += sizes[k];
+    parallel_for(total, kGrain, [&](index_t begin, index_t end) {
+        index_t offset = 0;
+        for (index_t k = 0; k < count && offset < end; offset += sizes[k], ++k) {
+            const index_t lo = begin > offset ? begin - offset : 0;
+            const index_t hi = end - offset < sizes[k] ? end - offset : sizes[k];
+            if (lo < hi) {
+                adam_serial<T>(w[k] + lo, g[k] + lo, m[k] + lo, v[k] + lo, hi - lo, alpha,
+                               one_minus_beta_1, one_minus_beta_2, epsilon);
+            }
+        }
+    });
+}
+
 }  // namespace dlx_cpu
 
 #define DLX_ADAM(T, suffix)                                                              \
     extern "C" void dlx_adam_##suffix(T* w, const T* g, T* m, T* v, dlx_cpu::index_t n, \
                                       double alpha, double one_minus_beta_1,             \
                                       double one_minus_beta_2, double epsilon) {         \
-        dlx_cpu::adam<T>(w, g, m, v, n, T(alpha), T(one_minus_beta_1),                   \
-                         T(one_minus_beta_2), T(epsilon));                               \
+        dlx_cpu::adam_many<T>(1, &n, &w, &g, &m, &v, T(alpha), T(one_minus_beta_1),       \
+                              T(one_minus_beta_2), T(epsilon));                          \
     }
 DLX_ADAM(float, f32)
 DLX_ADAM(double, f64)
 #undef DLX_ADAM
 
-// adam() on ``count`` variables in one call: ``w[k]``, ``g[k]``, ``m[k]``, ``v[k]`` point to
+// adam_many() on ``count`` variables in one call: ``w[k]``, ``g[k]``, ``m[k]``, ``v[k]`` point to
 // ``sizes[k]`` elements each (one Python-to-C crossing per step instead of one per variable).
 #define DLX_ADAM_MANY(T, suffix)                                                               \
     extern "C" void dlx_adam_many_##suffix(dlx_cpu::index_t count, const dlx_cpu::index_t* sizes, \
                                            T* const* w, const T* const* g, T* const* m,        \
                                            T* const* v, double alpha, double one_minus_beta_1, \
                                            double one_minus_beta_2, double epsilon) {          \
-        for (dlx_cpu::index_t k = 0; k < count; ++k) {                                         \
-            dlx_cpu::adam<T>(w[k], g[k], m[k], v[k], sizes[k], T(alpha), T(one_minus_beta_1), \
-                             T(one_minus_beta_2), T(epsilon));                                 \
-        }                                                                                      \
+        dlx_cpu::adam_many<T>(count, sizes, w, g, m, v, T(alpha), T(one_minus_beta_1),         \
+                              T(one_minus_beta_2), T(epsilon));                                \
     }
 DLX_ADAM_MANY(float, f32)
 DLX_ADAM_MANY(double, f64)
@@ -56,7 +80,7 @@ namespace dlx_cpu {
 // dlx/optimizers/sgd.py:  m = m * momentum - lr * g;  w += m
 // (Nesterov: w += momentum * m - lr * g).
 template <typename T>
-void sgd_momentum(T* w, const T* g, T* m, index_t n, T lr, T momentum, bool nesterov) {
+void sgd_momentum_serial(T* w, const T* g, T* m, index_t n, T lr, T momentum, bool nesterov) {
     if (nesterov) {
 #pragma omp simd
         for (index_t i = 0; i < n; ++i) {
@@ -80,8 +104,8 @@ void sgd_momentum(T* w, const T* g, T* m, index_t n, T lr, T momentum, bool nest
 // increment = lr * g / sqrt(v + epsilon);  momentum: m = m * momentum + increment, w -= m;
 // else w -= increment.  ``m`` is null without momentum.
 template <typename T>
-void rmsprop(T* w, const T* g, T* v, T* m, index_t n, T lr, T rho, T one_minus_rho, T epsilon,
-             T momentum) {
+void rmsprop_serial(T* w, const T* g, T* v, T* m, index_t n, T lr, T rho, T one_minus_rho,
+                    T epsilon, T momentum) {
     if (m != nullptr) {
 #pragma omp simd
         for (index_t i = 0; i < n; ++i) {
@@ -101,6 +125,23 @@ void rmsprop(T* w, const T* g, T* v, T* m, index_t n, T lr, T rho, T one_minus_r
             w[i] -= (lr * gi) / std::sqrt(vi + epsilon);
         }
     }
+}
+
+template <typename T>
+void sgd_momentum(T* w, const T* g, T* m, index_t n, T lr, T momentum, bool nesterov) {
+    parallel_for(n, kGrain, [&](index_t begin, index_t end) {
+        sgd_momentum_serial<T>(w + begin, g + begin, m + begin, end - begin, lr, momentum,
+                               nesterov);
+    });
+}
+
+template <typename T>
+void rmsprop(T* w, const T* g, T* v, T* m, index_t n, T lr, T rho, T one_minus_rho, T epsilon,
+             T momentum) {
+    parallel_for(n, kGrain, [&](index_t begin, index_t end) {
+        rmsprop_serial<T>(w + begin, g + begin, v + begin, m ? m + begin : nullptr, end - begin,
+                          lr, rho, one_minus_rho, epsilon, momentum);
+    });
 }
 
 }  // namespace dlx_cpu

@@ -55,27 +55,50 @@ class Linear(Function):
         self.input_shape = tuple(x.shape)
         x2 = x if x.ndim == 2 else xp.reshape(x, (-1, x.shape[-1]))
         self.x2, self.kernel = x2, kernel
-        y = x2 @ kernel
+        fused = self.backend.kernel("linear_forward")
+        y = fused(x2, kernel, bias, self.relu) if fused is not None else None
+        if y is not None:
+            self.y = y if self.relu else None
+        else:
+            y = self._forward_steps(x2, kernel, bias)
+        if x.ndim != 2:
+            y = xp.reshape(y, self.input_shape[:-1] + (kernel.shape[1],))
+        return y
+
+    def _forward_steps(self, x2, kernel, bias):
+        xp = self.xp
+        y = self._matmul(x2, kernel)
         if bias is not None:
             y += bias
         if self.relu:
             inplace = self.backend.kernel("relu_inplace")
             y = inplace(y) if inplace is not None else xp.maximum(y, 0.0)
             self.y = y
-        if x.ndim != 2:
-            y = xp.reshape(y, self.input_shape[:-1] + (kernel.shape[1],))
         return y
+
+    def _matmul(self, a, b):
+        """The backend's 2-D product kernel (the CPU one uses dlx's thread pool), else ``@``."""
+        kernel = self.backend.kernel("matmul")
+        return kernel(a, b) if kernel is not None else a @ b
 
     def backward(self, g):
         xp = self.xp
         g2 = g if g.ndim == 2 else xp.reshape(g, (-1, g.shape[-1]))
+        need_x, need_k = self.needs_input_grad[:2]
+        need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
+        fused = self.backend.kernel("linear_backward")
+        grads = None
+        if fused is not None:
+            grads = fused(g2, self.y, self.x2, self.kernel, need_x, need_k, need_b)
+        if grads is not None:
+            gx, gk, gb = grads
+            return (xp.reshape(gx, self.input_shape) if need_x else None), gk, gb
         if self.relu:
             relu_grad = self.backend.kernel("relu_grad")
             g2 = relu_grad(g2, self.y) if relu_grad is not None else xp.where(self.y > 0, g2, 0.0)
-        need_x, need_k = self.needs_input_grad[:2]
-        need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
-        gx = xp.reshape(g2 @ self.kernel.T, self.input_shape) if need_x else None
-        gk = self.x2.T @ g2 if need_k else None
+        matmul = self._matmul
+        gx = xp.reshape(matmul(g2, self.kernel.T), self.input_shape) if need_x else None
+        gk = matmul(self.x2.T, g2) if need_k else None
         gb = xp.sum(g2, axis=0) if need_b else None
         return gx, gk, gb
 
