@@ -11,6 +11,7 @@ import ctypes
 import numpy as np
 
 from . import cpu_library, numpy_kernels
+from .blas_threads import openblas_symbol
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _FUNCTIONS = {}  # (name, dtype) -> ctypes function or None
@@ -161,8 +162,12 @@ def _operand(a):
 
 
 def _matmul_kernel(dtype):
-    """``dlx_matmul_<f32|f64>``, or None without the library or without NumPy's OpenBLAS."""
-    kernel = compiled(
+    """``dlx_matmul_<f32|f64>``, or None without the library or without NumPy's OpenBLAS
+    (whose ``cblas_?gemm`` the library calls)."""
+    letter = {np.dtype(np.float32): "s", np.dtype(np.float64): "d"}.get(np.dtype(dtype))
+    if letter is None or openblas_symbol(f"cblas_{letter}gemm") is None:
+        return None
+    return compiled(
         "matmul",
         "matmul",
         dtype,
@@ -179,11 +184,6 @@ def _matmul_kernel(dtype):
         _P,
         _I,
     )
-    ready = compiled("matmul", "matmul_ready", dtype)
-    if kernel is None or ready is None:
-        return None
-    ready.restype = ctypes.c_int
-    return kernel if ready() else None
 
 
 def matmul(a, b, out=None):

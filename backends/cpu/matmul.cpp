@@ -14,8 +14,7 @@ DLX_EXPORT_CONNECT
                                         double beta, T* C, dlx_cpu::index_t ldc) {             \
         dlx_cpu::gemm<T>(trans_a != 0, trans_b != 0, M, N, K, T(1), A, lda, B, ldb, T(beta), C, \
                          ldc);                                                                 \
-    }                                                                                          \
-    extern "C" int dlx_matmul_ready_##suffix() { return dlx_cpu::blas_gemm<T>() != nullptr; }
+    }
 DLX_MATMUL(float, f32)
 DLX_MATMUL(double, f64)
 #undef DLX_MATMUL
