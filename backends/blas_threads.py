@@ -51,20 +51,36 @@ def one_thread_if_small(multiply_adds, limit=1 << 20):
 _SYMBOLS = {}  # name -> address in NumPy's OpenBLAS, or 0
 
 
+def _openblas_paths():
+    """Paths of the loaded OpenBLAS libraries: threadpoolctl's, else (without it, on Linux)
+    those in this process's memory map, where NumPy's import has put its own."""
+    paths = [
+        c.filepath for c in blas_controllers() if getattr(c, "internal_api", None) == "openblas"
+    ]
+    if not blas_controllers():
+        try:
+            with open("/proc/self/maps") as maps:
+                for line in maps:
+                    path = line.split()[-1]
+                    if "openblas" in path.rsplit("/", 1)[-1] and path not in paths:
+                        paths.append(path)
+        except OSError:
+            pass
+    return paths
+
+
 def openblas_symbol(name):
     """The address of ``name`` (``"cblas_sgemm"``, ``"openblas_set_num_threads"``, ...) in the
     64-bit-integer OpenBLAS that NumPy's wheels bundle (``scipy_<name>64_`` or ``<name>64_``),
-    or None: no threadpoolctl, another BLAS, or a build with 32-bit integers, whose
-    functions the compiled kernels must not call."""
+    or None: another BLAS, or a build with 32-bit integers, whose functions the compiled
+    kernels must not call."""
     if name not in _SYMBOLS:
         import ctypes
 
         found = 0
-        for controller in blas_controllers():
-            if getattr(controller, "internal_api", None) != "openblas":
-                continue
+        for path in _openblas_paths():
             try:
-                lib = ctypes.CDLL(controller.filepath)
+                lib = ctypes.CDLL(path)
             except OSError:
                 continue
             for symbol in (f"scipy_{name}64_", f"{name}64_"):

@@ -234,3 +234,13 @@ def test_two_python_threads_may_use_the_pool_at_once():
     for t in threads:
         t.join(60)
     assert not failures and not any(t.is_alive() for t in threads)
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_numpys_openblas_is_found_without_threadpoolctl(monkeypatch):
+    from dlx.backends import blas_threads
+
+    with_threadpoolctl = blas_threads.openblas_symbol("cblas_sgemm")
+    monkeypatch.setattr(blas_threads, "_SYMBOLS", {})
+    monkeypatch.setattr(blas_threads, "blas_controllers", lambda: ())
+    assert blas_threads.openblas_symbol("cblas_sgemm") == with_threadpoolctl
