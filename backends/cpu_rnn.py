@@ -11,6 +11,15 @@ forward or backward loop is one C++ call that calls NumPy's own OpenBLAS
 threadpoolctl), so no Python runs between steps; without that address the loops
 run from Python, ``np.matmul`` and one C++ call per step.
 
+The loops run on dlx's thread pool (``cpu/parallel.h``), split by batch rows: the
+rows of a batch are independent through the whole sequence, so each thread runs
+every step of its rows with no synchronisation between steps (and a row's
+arithmetic, hence every result, is the same for any number of threads). The
+recurrent-kernel gradient ``sum_t hd_t^T dZ_t`` follows in the same C++ call as
+one product over all steps, split over the pool by columns, and the input
+projection (``sequence_projection``: its product, bias and gradients) is split
+over the pool too.
+
 Buffers (time-major, in processing order, i.e. reversed for ``go_backwards``):
 ``H (T+1, B, u)`` the states (``H[0] = h0``), ``HD (T+1, B, u)`` the states
 times the recurrent dropout mask (only with one), and per cell
@@ -23,27 +32,24 @@ times the recurrent dropout mask (only with one), and per cell
   r``, ``RH (T, B, u)`` ``r * hd`` and ``HH``;
 - SimpleRNN: ``A (T, B, u)`` the ``tanh`` outputs.
 
-The recurrent-kernel gradient ``sum_t hd_t^T dZ_t`` is one product over all steps
-after the compiled loops, or (LSTM, and every cell's Python loop) summed in chunks of
-steps beside the loop on the worker thread when ``USE_WORKER`` is set (off by
-default; the Python loops use the same chunks without it). What is not handled here
+The Python step loops sum the recurrent-kernel gradient in chunks of steps,
+beside the loop on the worker thread when ``USE_WORKER`` is set (off by default).
+What is not handled here
 (other activations or dtypes, array types other than ``np.ndarray``, non-contiguous
 ``xproj``, no compiler) runs the NumPy kernel (``super()``).
 """
 
 import ctypes
-import os
 
 import numpy as np
 
-from .blas_threads import OneBlasThread, openblas_symbol
+from .blas_threads import openblas_symbol
 from .buffer_pool import pooled
 from .numpy_rnn import (
     GRUSequence,
     LSTMSequence,
     RNNSequence,
     SequenceProjection,
-    _affine,
     _copy,
     _finish_dx,
     _KernelGradient,
@@ -71,11 +77,13 @@ _SIGNATURES = {
     "rnn_forward_step": (_P,) * 7 + (_I, _I),
     "rnn_backward_step": (_P, _I) + (_P,) * 6 + (_I, _I),
     "lstm_forward_loop": (_P, _I, _P, _I) + (_P,) * 8 + (_I, _I),
-    "lstm_backward_loop": (_P, _I, _I) + (_P,) * 12 + (_I, _I, _I),
+    "lstm_backward_loop": (_P, _I, _I) + (_P,) * 13 + (_I, _I),
     "gru_forward_loop": (_P, _I, _P, _I) + (_P,) * 10 + (_I, _I),
-    "gru_backward_loop": (_P, _I) + (_P,) * 16 + (_I, _I),
+    "gru_backward_loop": (_P, _I) + (_P,) * 19 + (_I, _I),
     "rnn_forward_loop": (_P, _I, _P, _I) + (_P,) * 6 + (_I, _I),
-    "rnn_backward_loop": (_P, _I) + (_P,) * 8 + (_I, _I),
+    "rnn_backward_loop": (_P, _I) + (_P,) * 10 + (_I, _I),
+    "rnn_projection_forward": (_P, _I, _I, _I) + (_P,) * 4,
+    "rnn_projection_backward": (_P, _I, _I, _I) + (_P,) * 6,
 }
 
 
@@ -92,6 +100,18 @@ def function(name, dtype):
     from . import cpu_kernels  # not at the top: cpu_kernels imports this module
 
     return cpu_kernels.compiled(_SOURCE, name, dtype, *_SIGNATURES[name])
+
+
+def _with_gemm(name, dtype):
+    """``(function(name), blas_gemm)`` for a compiled loop, or ``(None, None)`` (then the loop
+    runs step by step from Python, or the NumPy kernel runs)."""
+    f, gemm = function(name, dtype), blas_gemm(dtype)
+    return (f, gemm) if f is not None and gemm is not None else (None, None)
+
+
+def _opt(array):
+    """The address of ``array``, or None."""
+    return None if array is None else _p(array)
 
 
 def gate_function(name, x):
@@ -174,75 +194,17 @@ class _Saved:
     __slots__ = ("H", "HD", "C", "A", "TC", "HH", "RH", "U", "keep", "rm", "rbias")
 
 
-# Whether the recurrent-kernel gradient (and half of the sequence projection) goes to the
-# worker thread beside the loops of large layers, as the NumPy kernels do. Off: on the 2-core
-# machine lstm_train measured 10.3 ms without the worker and 12.7 ms with it, idle
-# (2026-12-02), and 3-5% slower with it under load -- OpenBLAS's own second thread already
-# holds the other core. Machines with cores to spare may turn it on. Results are the same
-# either way: the chunks are summed in the same order.
+# Whether the Python step loops (no BLAS address) sum the recurrent-kernel gradient on the
+# worker thread beside the loop, as the NumPy kernels do. Off: on the 2-core machine
+# lstm_train measured 10.3 ms without the worker and 12.7 ms with it, idle (2026-12-02), and
+# 3-5% slower with it under load -- OpenBLAS's own second thread already holds the other
+# core. Results are the same either way: the chunks are summed in the same order. The
+# compiled loops use dlx's thread pool instead.
 USE_WORKER = False
 
 
-def _core_free():
-    """Whether work may go to the worker thread (see ``USE_WORKER``)."""
-    return bool(USE_WORKER)
-
-
 def _worker(T, B, u, G):
-    return _loop_worker(T, B, u, G) if _core_free() else None
-
-
-def _chunks(T):
-    """Chunks ``(start, stop)`` of a reverse loop's steps, from the last step down, halving
-    (as ``numpy_rnn._KernelGradient``): the last, short one is all that is left at the end."""
-    chunks, end = [], T
-    while end > 0:
-        start = max(0, end - max(2, end // 2))
-        chunks.append((start, end))
-        end = start
-    return chunks
-
-
-def _chunked_sum(Hd, dZ, ready=None):
-    """``sum_t Hd[t]^T @ dZ[t]`` over ``_chunks(T)`` in order; ``ready()`` (if given) is
-    called before each chunk and returns False when the chunk will never be filled."""
-    T, B, u = Hd.shape
-    G = dZ.shape[2]
-    hd, dz = Hd.reshape(T * B, u), dZ.reshape(T * B, G)
-    total = np.zeros((u, G), dZ.dtype)
-    partial = np.empty_like(total)
-    for start, stop in _chunks(T):
-        if ready is not None and not ready():
-            return None
-        np.matmul(hd[start * B : stop * B].T, dz[start * B : stop * B], out=partial)
-        total += partial
-    return total
-
-
-class _GradientBehind:
-    """``_chunked_sum`` on the worker thread while a compiled reverse loop fills ``dZ`` from
-    the last step down: the loop writes a byte to a pipe when it has finished a chunk
-    (``notify[start]`` set), and the worker sleeps in ``os.read`` until then (polling instead
-    wakes it up in the way of the loop: 30% slower on a busy machine)."""
-
-    def __init__(self, Hd, dZ, worker):
-        T = Hd.shape[0]
-        self.notify = np.zeros(T, np.int8)
-        for start, _ in _chunks(T):
-            self.notify[start] = 1
-        self.read_fd, self.write_fd = os.pipe()
-        self.future = worker.submit(_chunked_sum, Hd, dZ, lambda: os.read(self.read_fd, 1))
-
-    def result(self):
-        """The sum, once the loop has returned."""
-        os.close(self.write_fd)  # a worker still waiting reads end-of-file
-        try:
-            total = self.future.result()
-        finally:
-            os.close(self.read_fd)
-        if total is None:
-            raise RuntimeError("lstm backward loop: the kernel gradient was not completed")
-        return total
+    return _loop_worker(T, B, u, G) if USE_WORKER else None
 
 
 def _c(a):
@@ -286,18 +248,7 @@ class _CompiledBackward:
     def backward(self, spec, s, d_seq, d_h, d_c, needs):
         if not isinstance(s, _Saved):
             return super().backward(spec, s, d_seq, d_h, d_c, needs)
-        with _loop_blas(s.H.shape[1], s.U.shape[0]):
-            return self._compiled_backward(spec, s, d_seq, d_h, d_c, needs)
-
-
-def _whole_sum(Hd, dZ):
-    """``sum_t Hd[t]^T @ dZ[t]`` as one product ``(T*B, u)^T @ (T*B, G)``: the kernel gradient
-    after the compiled loops without the worker (``_chunked_sum``'s chunks exist for the worker,
-    which sums behind the loop; one product is 0.1-0.25 ms faster per lstm_train step).
-    One BLAS thread, as the loop: BLAS's two threads were 14% faster on lstm_train with a core
-    idle, and 2-20 times slower while another process held it (threads waiting)."""
-    T, B, u = Hd.shape
-    return np.matmul(Hd.reshape(T * B, u).T, dZ.reshape(T * B, dZ.shape[2]))
+        return self._compiled_backward(spec, s, d_seq, d_h, d_c, needs)
 
 
 def _outputs(spec, H, *cell):
@@ -315,8 +266,7 @@ class CompiledLSTMSequence(_CompiledBackward, LSTMSequence):
         step = function("lstm_forward_step", xproj.dtype)
         if step is None or function("lstm_backward_step", xproj.dtype) is None:
             return super().forward(spec, xproj, U, rbias, h0, c0)
-        with _loop_blas(xproj.shape[1], U.shape[0]):
-            return self._compiled_forward(step, spec, xproj, U, h0, c0)
+        return self._compiled_forward(step, spec, xproj, U, h0, c0)
 
     def _compiled_forward(self, step, spec, xproj, U, h0, c0):
         T, B, G = xproj.shape
@@ -332,21 +282,22 @@ class CompiledLSTMSequence(_CompiledBackward, LSTMSequence):
         x, h, c, a, tc = _time_rows(spec, xproj), _Rows(H), _Rows(C), _Rows(A), _Rows(TC)
         hd = _Rows(HD) if HD is not None else None
         k = _Rows(keep) if keep is not None else None
-        prm = _p(rm) if rm is not None else None
-        loop, gemm = function("lstm_forward_loop", dt), blas_gemm(dt)
-        matmul = np.matmul
-        for t in range(T) if loop is None or gemm is None else ():
-            matmul(Hd[t], Uc, out=A[t])
-            step(
-                a[t], x[t], h[t], c[t], h[t + 1], c[t + 1], tc[t],
-                k[t] if k is not None else None, prm, hd[t + 1] if hd is not None else None,
-                B, u,
-            )  # fmt: skip
-        if loop is not None and gemm is not None:
+        prm = _opt(rm)
+        loop, gemm = _with_gemm("lstm_forward_loop", dt)
+        if loop is not None:
             loop(
                 gemm, T, x[0], x.stride // dt.itemsize, _p(Uc), h[0], c[0], a[0], tc[0],
                 k[0] if k is not None else None, prm, hd[0] if hd is not None else None, B, u,
             )  # fmt: skip
+        else:
+            with _loop_blas(B, u):
+                for t in range(T):
+                    np.matmul(Hd[t], Uc, out=A[t])
+                    step(
+                        a[t], x[t], h[t], c[t], h[t + 1], c[t + 1], tc[t],
+                        k[t] if k is not None else None, prm,
+                        hd[t + 1] if hd is not None else None, B, u,
+                    )  # fmt: skip
         s = _Saved()
         s.H, s.HD, s.C, s.A, s.TC, s.U, s.keep, s.rm = H, HD, C, A, TC, U, keep, rm
         return _outputs(spec, H, C[T]), s
@@ -356,7 +307,6 @@ class CompiledLSTMSequence(_CompiledBackward, LSTMSequence):
         T, B, G = A.shape
         u = G // 4
         dt = A.dtype
-        step = function("lstm_backward_step", dt)
         d_seq = _gradient_input(d_seq, T, B, u, dt)
         dh = _state(d_h, (B, u), dt)
         dc = _state(d_c, (B, u), dt)
@@ -364,30 +314,31 @@ class CompiledLSTMSequence(_CompiledBackward, LSTMSequence):
         dZ = pooled((T, B, G), dt)
         UT = _c(U.T)
         wants_state = needs[3] or needs[4]
-        a, c, tc, dz = _Rows(A), _Rows(s.C), _Rows(s.TC), _Rows(dZ)
+        loop, gemm = _with_gemm("lstm_backward_loop", dt)
+        if loop is None:
+            with _loop_blas(B, u):
+                dU = self._step_backward(s, d_seq, dh, dc, keep_h, dZ, UT, wants_state, needs)
+        else:
+            dU = np.empty((u, G), dt) if needs[1] else None
+            loop(
+                gemm, T, wants_state, _opt(d_seq), _opt(s.rm), _opt(keep_h), _p(dh), _p(dc),
+                _p(A), _p(s.C), _p(s.TC), _opt(s.keep), _p(dZ), _p(UT),
+                _p(_recurrent_inputs(s)), _opt(dU), B, u,
+            )  # fmt: skip
+        if not wants_state:  # the first layer's zero initial state
+            return _finish_dx(spec, dZ), dU, None, None, None
+        return _finish_dx(spec, dZ), dU, None, dh, dc
+
+    def _step_backward(self, s, d_seq, dh, dc, keep_h, dZ, UT, wants_state, needs):
+        """The loop from Python, a C++ call per step; returns the recurrent-kernel gradient."""
+        T, B, G = dZ.shape
+        u = G // 4
+        step = function("lstm_backward_step", dZ.dtype)
+        a, c, tc, dz = _Rows(s.A), _Rows(s.C), _Rows(s.TC), _Rows(dZ)
         q = _Rows(d_seq) if d_seq is not None else None
         k = _Rows(s.keep) if s.keep is not None else None
-        prm = _p(s.rm) if s.rm is not None else None
-        pdh, pdc = _p(dh), _p(dc)
-        pkh = _p(keep_h) if keep_h is not None else None
-        loop, gemm = function("lstm_backward_loop", dt), blas_gemm(dt)
-        if loop is not None and gemm is not None:
-            worker = _worker(T, B, u, G) if needs[1] else None
-            behind = _GradientBehind(_recurrent_inputs(s), dZ, worker) if worker else None
-            loop(
-                gemm, T, wants_state, q[0] if q is not None else None, prm, pkh, pdh, pdc,
-                a[0], c[0], tc[0], k[0] if k is not None else None, dz[0], _p(UT),
-                _p(behind.notify) if behind else None, behind.write_fd if behind else -1, B, u,
-            )  # fmt: skip
-            if behind is not None:
-                dU = behind.result()
-            else:
-                dU = _whole_sum(_recurrent_inputs(s), dZ) if needs[1] else None
-            if not wants_state:
-                return _finish_dx(spec, dZ), dU, None, None, None
-            return _finish_dx(spec, dZ), dU, None, dh, dc
+        prm, pdh, pdc, pkh = _opt(s.rm), _p(dh), _p(dc), _opt(keep_h)
         kernel_grad = _KernelGradient(_recurrent_inputs(s), dZ, needs[1], _worker(T, B, u, G))
-        matmul = np.matmul
         for t in range(T - 1, -1, -1):
             step(
                 pdh, t == T - 1, q[t] if q is not None else None, prm, pkh, pdc,
@@ -395,11 +346,11 @@ class CompiledLSTMSequence(_CompiledBackward, LSTMSequence):
             )  # fmt: skip
             if t == 0 and not wants_state:  # the first layer's zero initial state
                 kernel_grad.step_done(t)
-                return _finish_dx(spec, dZ), kernel_grad.result(), None, None, None
-            matmul(dZ[t], UT, out=dh)
+                return kernel_grad.result()
+            np.matmul(dZ[t], UT, out=dh)
             kernel_grad.step_done(t)
-        function("rnn_finish_dh", dt)(pdh, None, prm, None, pkh, B * u)
-        return _finish_dx(spec, dZ), kernel_grad.result(), None, dh, dc
+        function("rnn_finish_dh", dZ.dtype)(pdh, None, prm, None, pkh, B * u)
+        return kernel_grad.result()
 
 
 class CompiledGRUSequence(_CompiledBackward, GRUSequence):
@@ -418,8 +369,7 @@ class CompiledGRUSequence(_CompiledBackward, GRUSequence):
         steps = [function(n, dt) for n in names + ("gru_backward_step", "gru_reset_step")]
         if any(f is None for f in steps):
             return super().forward(spec, xproj, U, rbias, h0, c0)
-        with _loop_blas(xproj.shape[1], U.shape[0]):
-            return self._compiled_forward(steps, spec, xproj, U, rbias, h0)
+        return self._compiled_forward(steps, spec, xproj, U, rbias, h0)
 
     def _compiled_forward(self, steps, spec, xproj, U, rbias, h0):
         T, B, G = xproj.shape
@@ -434,43 +384,45 @@ class CompiledGRUSequence(_CompiledBackward, GRUSequence):
         x, h, a, hh = _time_rows(spec, xproj), _Rows(H), _Rows(A), _Rows(HH)
         hd = _Rows(HD) if HD is not None else None
         k = _Rows(keep) if keep is not None else None
-        prm = _p(rm) if rm is not None else None
+        prm = _opt(rm)
         rb = None
         if after and rbias is not None:
             rb = np.ascontiguousarray(rbias, dtype=dt).reshape(G)
-        prb = _p(rb) if rb is not None else None
+        prb = _opt(rb)
         if after:
             Uc, U_h = _c(U), None
         else:
             Uc, U_h = _c(U[:, : 2 * u]), _c(U[:, 2 * u :])
             RH = pooled((T, B, u), dt)
-        loop, gemm = function("gru_forward_loop", dt), blas_gemm(dt)
-        if loop is not None and gemm is not None:
+        loop, gemm = _with_gemm("gru_forward_loop", dt)
+        if loop is not None:
             loop(
-                gemm, T, x[0], x.stride // dt.itemsize, _p(Uc),
-                _p(U_h) if U_h is not None else None, prb, h[0], a[0], hh[0],
-                _p(RH) if RH is not None else None, k[0] if k is not None else None, prm,
+                gemm, T, x[0], x.stride // dt.itemsize, _p(Uc), _opt(U_h), prb, h[0], a[0],
+                hh[0], _opt(RH), k[0] if k is not None else None, prm,
                 hd[0] if hd is not None else None, B, u,
             )  # fmt: skip
         elif after:
             step = steps[0]
-            for t in range(T):
-                np.matmul(Hd[t], Uc, out=A[t])
-                step(
-                    a[t], x[t], prb, h[t], hh[t], h[t + 1], k[t] if k is not None else None,
-                    prm, hd[t + 1] if hd is not None else None, B, u,
-                )  # fmt: skip
+            with _loop_blas(B, u):
+                for t in range(T):
+                    np.matmul(Hd[t], Uc, out=A[t])
+                    step(
+                        a[t], x[t], prb, h[t], hh[t], h[t + 1],
+                        k[t] if k is not None else None, prm,
+                        hd[t + 1] if hd is not None else None, B, u,
+                    )  # fmt: skip
         else:
             gates, candidate = steps[0], steps[1]
             rh, hdr = _Rows(RH), hd if hd is not None else h
-            for t in range(T):
-                np.matmul(Hd[t], Uc, out=A[t])
-                gates(a[t], x[t], hdr[t], rh[t], B, u)
-                np.matmul(RH[t], U_h, out=HH[t])
-                candidate(
-                    hh[t], x[t], a[t], h[t], h[t + 1], k[t] if k is not None else None, prm,
-                    hd[t + 1] if hd is not None else None, B, u,
-                )  # fmt: skip
+            with _loop_blas(B, u):
+                for t in range(T):
+                    np.matmul(Hd[t], Uc, out=A[t])
+                    gates(a[t], x[t], hdr[t], rh[t], B, u)
+                    np.matmul(RH[t], U_h, out=HH[t])
+                    candidate(
+                        hh[t], x[t], a[t], h[t], h[t + 1], k[t] if k is not None else None,
+                        prm, hd[t + 1] if hd is not None else None, B, u,
+                    )  # fmt: skip
         s = _Saved()
         s.H, s.HD, s.A, s.HH, s.RH, s.U = H, HD, A, HH, RH, U
         s.keep, s.rm = keep, rm
@@ -482,19 +434,39 @@ class CompiledGRUSequence(_CompiledBackward, GRUSequence):
         u = U.shape[0]
         dt = A.dtype
         after = spec.reset_after
-        step = function("gru_backward_step", dt)
         d_seq = _gradient_input(d_seq, T, B, u, dt)
         dh = _state(d_h, (B, u), dt)
         direct = np.empty((B, u), dt)
         keep_h = np.empty((B, u), dt) if s.keep is not None else None
         DI = pooled((T, B, 3 * u), dt)  # what multiplies U^T (reset_after), else dz, dr, dah
         DX = pooled((T, B, 3 * u), dt) if after else DI
+        loop, gemm = _with_gemm("gru_backward_loop", dt)
+        if loop is None:
+            with _loop_blas(B, u):
+                return self._step_backward(spec, s, d_seq, dh, direct, keep_h, DI, DX, needs)
+        if after:
+            UT, UhT = _c(U.T), None
+        else:
+            UT, UhT = _c(U[:, : 2 * u].T), _c(U[:, 2 * u :].T)
+        scratch = np.empty((2, B, u), dt)  # extra, drh (without reset_after)
+        dU = np.empty((u, 3 * u), dt) if needs[1] else None
+        drb = np.empty(3 * u, dt) if after and needs[2] else None
+        loop(
+            gemm, T, _opt(d_seq), _opt(s.rm), _opt(keep_h), _p(dh), _p(direct),
+            _p(scratch[0]), _p(scratch[1]), _p(A), _p(s.H), _opt(s.HD), _p(s.HH), _opt(s.RH),
+            _opt(s.keep), _p(DI), _p(DX), _p(UT), _opt(UhT), _opt(dU), _opt(drb), B, u,
+        )  # fmt: skip
+        return _finish_dx(spec, DX), dU, drb, dh, None
+
+    def _step_backward(self, spec, s, d_seq, dh, direct, keep_h, DI, DX, needs):
+        """The loop from Python, a C++ call per step (or two without ``reset_after``)."""
+        A, U = s.A, s.U
+        T, B, S = A.shape
+        u = U.shape[0]
+        dt = A.dtype
+        after = spec.reset_after
+        step = function("gru_backward_step", dt)
         Hd = _recurrent_inputs(s)
-        loop, gemm = function("gru_backward_loop", dt), blas_gemm(dt)
-        if loop is not None and gemm is not None:
-            return self._loop_backward(
-                loop, gemm, spec, s, d_seq, dh, direct, keep_h, DI, DX, needs
-            )
         worker = _worker(T, B, u, 3 * u)
         if after:
             grads = [_KernelGradient(Hd, DI, needs[1], worker)]
@@ -506,9 +478,7 @@ class CompiledGRUSequence(_CompiledBackward, GRUSequence):
         a, h, hh, di, dx = _Rows(A), _Rows(s.H), _Rows(s.HH), _Rows(DI), _Rows(DX)
         q = _Rows(d_seq) if d_seq is not None else None
         k = _Rows(s.keep) if s.keep is not None else None
-        prm = _p(s.rm) if s.rm is not None else None
-        pdh, pdir = _p(dh), _p(direct)
-        pkh = _p(keep_h) if keep_h is not None else None
+        prm, pdh, pdir, pkh = _opt(s.rm), _p(dh), _p(direct), _opt(keep_h)
         matmul = np.matmul
         if after:
             UT = _c(U.T)
@@ -546,39 +516,6 @@ class CompiledGRUSequence(_CompiledBackward, GRUSequence):
             drb = np.add.reduce(DI.reshape(T * B, 3 * u), axis=0)
         return _finish_dx(spec, DX), dU, drb, dh, None
 
-    def _loop_backward(self, loop, gemm, spec, s, d_seq, dh, direct, keep_h, DI, DX, needs):
-        A, U = s.A, s.U
-        T, B, _ = A.shape
-        u = U.shape[0]
-        dt = A.dtype
-        after = spec.reset_after
-        if after:
-            UT, UhT = _c(U.T), None
-        else:
-            UT, UhT = _c(U[:, : 2 * u].T), _c(U[:, 2 * u :].T)
-        scratch = np.empty((2, B, u), dt)  # extra, drh (without reset_after)
-        loop(
-            gemm, T, _p(d_seq) if d_seq is not None else None,
-            _p(s.rm) if s.rm is not None else None, _p(keep_h) if keep_h is not None else None,
-            _p(dh), _p(direct), _p(scratch[0]), _p(scratch[1]), _p(A), _p(s.H),
-            _p(s.HD) if s.HD is not None else None, _p(s.HH),
-            _p(s.keep) if s.keep is not None else None, _p(DI), _p(DX), _p(UT),
-            _p(UhT) if UhT is not None else None, B, u,
-        )  # fmt: skip
-        dU = drb = None
-        if needs[1]:
-            Hd = _recurrent_inputs(s)
-            if after:
-                dU = _whole_sum(Hd, DI)
-            else:
-                dU = np.concatenate(
-                    [_whole_sum(Hd, DI[:, :, : 2 * u]), _whole_sum(s.RH, DI[:, :, 2 * u :])],
-                    axis=1,
-                )
-        if after and needs[2]:
-            drb = np.add.reduce(DI.reshape(T * B, 3 * u), axis=0)
-        return _finish_dx(spec, DX), dU, drb, dh, None
-
 
 class CompiledRNNSequence(_CompiledBackward, RNNSequence):
     """``rnn_sequence`` (``tanh``) with the activation and masks of each step compiled."""
@@ -590,8 +527,7 @@ class CompiledRNNSequence(_CompiledBackward, RNNSequence):
         step = function("rnn_forward_step", dt)
         if step is None or function("rnn_backward_step", dt) is None:
             return super().forward(spec, xproj, U, rbias, h0, c0)
-        with _loop_blas(xproj.shape[1], U.shape[0]):
-            return self._compiled_forward(step, spec, xproj, U, h0)
+        return self._compiled_forward(step, spec, xproj, U, h0)
 
     def _compiled_forward(self, step, spec, xproj, U, h0):
         T, B, u = xproj.shape
@@ -602,21 +538,22 @@ class CompiledRNNSequence(_CompiledBackward, RNNSequence):
         x, h, a = _time_rows(spec, xproj), _Rows(H), _Rows(A)
         hd = _Rows(HD) if HD is not None else None
         k = _Rows(keep) if keep is not None else None
-        prm = _p(rm) if rm is not None else None
-        matmul = np.matmul
+        prm = _opt(rm)
         Uc = _c(U)
-        loop, gemm = function("rnn_forward_loop", dt), blas_gemm(dt)
-        if loop is not None and gemm is not None:
+        loop, gemm = _with_gemm("rnn_forward_loop", dt)
+        if loop is not None:
             loop(
                 gemm, T, x[0], x.stride // dt.itemsize, _p(Uc), h[0], a[0],
                 k[0] if k is not None else None, prm, hd[0] if hd is not None else None, B, u,
             )  # fmt: skip
-        for t in range(T) if loop is None or gemm is None else ():
-            matmul(Hd[t], Uc, out=A[t])
-            step(
-                a[t], x[t], h[t], h[t + 1], k[t] if k is not None else None, prm,
-                hd[t + 1] if hd is not None else None, B, u,
-            )  # fmt: skip
+        else:
+            with _loop_blas(B, u):
+                for t in range(T):
+                    np.matmul(Hd[t], Uc, out=A[t])
+                    step(
+                        a[t], x[t], h[t], h[t + 1], k[t] if k is not None else None, prm,
+                        hd[t + 1] if hd is not None else None, B, u,
+                    )  # fmt: skip
         s = _Saved()
         s.H, s.HD, s.A, s.U, s.keep, s.rm = H, HD, A, U, keep, rm
         return _outputs(spec, H), s
@@ -625,85 +562,88 @@ class CompiledRNNSequence(_CompiledBackward, RNNSequence):
         A, U = s.A, s.U
         T, B, u = A.shape
         dt = A.dtype
-        step = function("rnn_backward_step", dt)
         d_seq = _gradient_input(d_seq, T, B, u, dt)
         dh = _state(d_h, (B, u), dt)
         keep_h = np.empty((B, u), dt) if s.keep is not None else None
         dA = pooled((T, B, u), dt)
         UT = _c(U.T)
-        loop, gemm = function("rnn_backward_loop", dt), blas_gemm(dt)
-        if loop is not None and gemm is not None:
+        loop, gemm = _with_gemm("rnn_backward_loop", dt)
+        if loop is not None:
+            dU = np.empty((u, u), dt) if needs[1] else None
             loop(
-                gemm, T, _p(d_seq) if d_seq is not None else None,
-                _p(s.rm) if s.rm is not None else None,
-                _p(keep_h) if keep_h is not None else None, _p(dh), _p(A),
-                _p(s.keep) if s.keep is not None else None, _p(dA), _p(UT), B, u,
+                gemm, T, _opt(d_seq), _opt(s.rm), _opt(keep_h), _p(dh), _p(A), _opt(s.keep),
+                _p(dA), _p(UT), _p(_recurrent_inputs(s)), _opt(dU), B, u,
             )  # fmt: skip
-            dU = _whole_sum(_recurrent_inputs(s), dA) if needs[1] else None
             return _finish_dx(spec, dA), dU, None, dh, None
+        step = function("rnn_backward_step", dt)
         kernel_grad = _KernelGradient(_recurrent_inputs(s), dA, needs[1], _worker(T, B, u, u))
         a, da = _Rows(A), _Rows(dA)
         q = _Rows(d_seq) if d_seq is not None else None
         k = _Rows(s.keep) if s.keep is not None else None
-        prm = _p(s.rm) if s.rm is not None else None
-        pdh = _p(dh)
-        pkh = _p(keep_h) if keep_h is not None else None
-        matmul = np.matmul
-        for t in range(T - 1, -1, -1):
-            step(
-                pdh, t == T - 1, q[t] if q is not None else None, prm, pkh, a[t],
-                k[t] if k is not None else None, da[t], B, u,
-            )  # fmt: skip
-            matmul(dA[t], UT, out=dh)
-            kernel_grad.step_done(t)
+        prm, pdh, pkh = _opt(s.rm), _p(dh), _opt(keep_h)
+        with _loop_blas(B, u):
+            for t in range(T - 1, -1, -1):
+                step(
+                    pdh, t == T - 1, q[t] if q is not None else None, prm, pkh, a[t],
+                    k[t] if k is not None else None, da[t], B, u,
+                )  # fmt: skip
+                np.matmul(dA[t], UT, out=dh)
+                kernel_grad.step_done(t)
+            dU = kernel_grad.result()
         function("rnn_finish_dh", dt)(pdh, None, prm, None, pkh, B * u)
-        return _finish_dx(spec, dA), kernel_grad.result(), None, dh, None
+        return _finish_dx(spec, dA), dU, None, dh, None
 
 
 class CompiledSequenceProjection(SequenceProjection):
-    """``sequence_projection`` as the NumPy kernel computes it (the same halves of the same
-    products, so the same results), but the half it hands to the worker thread runs on this
-    thread instead unless ``USE_WORKER`` is set: on the 2-core machine the hand-over cost
-    lstm_train 5%."""
+    """``sequence_projection`` as one compiled call each way (``recurrent.cpp``), split over
+    dlx's pool: forward the time-major product and bias; backward the column sums (bias
+    gradient), ``g @ kernel^T`` and ``x^T @ g``, the products and sums of the NumPy kernel.
+    Without the library or the BLAS address, or for arrays it does not take, the NumPy
+    kernel runs."""
 
     def forward(self, x, kernel, bias):
+        dt = x.dtype
+        f, gemm = _with_gemm("rnn_projection_forward", dt)
+        if (
+            f is None
+            or type(x) is not np.ndarray
+            or x.ndim != 3
+            or not _plain(dt, kernel)
+            or (bias is not None and not _plain(dt, bias))
+            or 0 in x.shape
+            or 0 in kernel.shape
+        ):
+            return super().forward(x, kernel, bias)
         B, T, F = x.shape
         G = kernel.shape[1]
-        if not self._split(T * B * F * G) or _core_free():
-            return super().forward(x, kernel, bias)
         xt = x.transpose(1, 0, 2)
         if not xt.flags.c_contiguous:
             xt = _copy(xt)
         x2 = xt.reshape(T * B, F)
-        y = pooled((T, B, G), x.dtype)
-        y2 = y.reshape(T * B, G)
-        half = (T * B) // 2
-        with OneBlasThread():
-            _affine(x2[half:], kernel, bias, y2[half:])
-            _affine(x2[:half], kernel, bias, y2[:half])
+        y = pooled((T, B, G), dt)
+        f(gemm, T * B, G, F, _p(x2), _p(kernel), _opt(bias), _p(y))
         return y, (x2, kernel, (B, T, F))
 
     def backward(self, saved, g, needs):
         x2, kernel, (B, T, F) = saved
-        if not self._split(T * B * F * kernel.shape[1]) or _core_free():
+        dt = x2.dtype
+        f, gemm = _with_gemm("rnn_projection_backward", dt)
+        if (
+            f is None
+            or type(g) is not np.ndarray
+            or g.dtype != dt
+            or not _plain(dt, x2, kernel)
+            or 0 in x2.shape
+            or 0 in kernel.shape
+        ):
             return super().backward(saved, g, needs)
         G = kernel.shape[1]
         g2 = np.ascontiguousarray(g).reshape(T * B, G)
-        dx = dk = db = None
-        with OneBlasThread():
-            if needs[1] and needs[0]:
-                dk = np.matmul(x2.T, g2)
-            elif needs[1]:
-                half = (T * B) // 2
-                other = np.matmul(x2[half:].T, g2[half:])
-                dk = x2[:half].T @ g2[:half] + other
-            if needs[0]:
-                dx = pooled((T, B, F), g2.dtype)
-                np.matmul(g2, kernel.T, out=dx.reshape(T * B, F))
-                dx = dx.transpose(1, 0, 2)
-            if needs[2]:
-                db = np.add.reduce(g2, axis=0)
-        return dx, dk, db
+        dx = pooled((T, B, F), dt) if needs[0] else None
+        dk = np.empty((F, G), dt) if needs[1] else None
+        db = np.empty(G, dt) if needs[2] else None
+        f(gemm, T * B, G, F, _p(g2), _p(x2), _p(kernel), _opt(dx), _opt(dk), _opt(db))
+        return (dx.transpose(1, 0, 2) if dx is not None else None), dk, db
 
 
 CPU_RNN_KERNELS = {

@@ -1,7 +1,8 @@
 // One time step of the recurrent sequence ops (LSTM, GRU, SimpleRNN; dlx/ops/recurrent.py)
 // after its recurrent matrix product: the gate math of a step in one pass, where NumPy
-// makes a dozen. The products stay in NumPy/OpenBLAS (backends/cpu_rnn.py calls them
-// between the steps).
+// makes a dozen; and whole loops of steps, split over dlx's thread pool by batch rows, with
+// the products in NumPy's OpenBLAS (see "Whole loops" below), and the input projection of
+// all steps.
 //
 // Layouts (all C-contiguous, one step's rows): gates and products (B, G*u) in Keras gate
 // order (LSTM i, f, c, o; GRU z, r, h); states (B, u); `keep` (B,) the step's mask as
@@ -15,12 +16,10 @@
 //   dh = direct + (raw + extra) * rm + keep_h, then dh += d_seq[t]
 // where `direct` (GRU: dh * z), `extra` (GRU without reset_after: drh * r) and `keep_h`
 // (masked steps: the part of dh carried past the step) were written by that step.
-#include <unistd.h>
-
-#include <cerrno>
-
-#include "common.h"
 #include "gate_math.h"
+#include "parallel.h"
+
+DLX_EXPORT_CONNECT
 
 namespace dlx_cpu {
 
@@ -379,21 +378,61 @@ void rnn_backward_step(T* dh, bool first, const T* dseq, const T* rm, T* keep_h,
 }
 
 // ---------------------------------------------------------------------------------------
-// Whole LSTM loops, the products through the BLAS's cblas_?gemm whose address the caller
-// passes (NumPy's own OpenBLAS, ILP64: the products are the ones np.matmul computes; no
-// Python between the steps). Row-major, no transposes, beta = 0.
+// Whole loops, the products through the BLAS's cblas_?gemm whose address the caller passes
+// (NumPy's own OpenBLAS, ILP64: the products are the ones np.matmul computes; no Python
+// between the steps).
+//
+// The rows of a batch are independent through a whole sequence, so each loop is split over
+// dlx's pool by batch rows: a part runs every step of its rows (products of M = its rows),
+// with no synchronisation between steps. A row's arithmetic is the same however the batch
+// is split, as long as no part has a single row (OpenBLAS sends a one-row product to gemv,
+// which rounds otherwise): so results do not depend on the number of threads. The
+// products over all steps and rows (weight gradients) follow as one product split over the
+// pool by columns (parallel.h gemm).
 
+// C (M, N; rows N apart) = A (M, K; rows lda apart, default K) @ B (K, N), B C-contiguous
 template <typename T>
-using gemm_fn = void (*)(int, int, int, index_t, index_t, index_t, T, const T*, index_t,
-                         const T*, index_t, T, T*, index_t);
+inline void step_gemm(void* f, index_t M, index_t N, index_t K, const T* A, const T* B, T* C,
+                      index_t lda = 0) {
+    gemm_in_line<T>(f, false, false, M, N, K, T(1), A, lda ? lda : K, B, N, T(0), C, N);
+}
 
-// C (M, N) = A (M, K; rows lda apart, default K) @ B (K, N), B and C C-contiguous
+// Multiply-adds that make a part worth handing to another thread (a few microseconds).
+constexpr index_t kPartWork = index_t(1) << 18;
+
+// body(b0, b1) over the rows [0, B) of a loop of ``steps`` (rows, K) @ (K, N) products, in
+// parts of at least two rows; OpenBLAS on one thread (two threads call it at once).
+template <typename Body>
+void over_rows(index_t B, index_t steps, index_t K, index_t N, const Body& body) {
+    const index_t per_row = steps * K * N > 0 ? steps * K * N : 1;
+    const index_t grain = kPartWork / per_row > 2 ? kPartWork / per_row : 2;
+    OneBlasThread one_thread;
+    parallel_for(B, grain, body);
+}
+
+// Column sums of D (M, N; rows ldd apart) into out (N), row after row (the order of NumPy's
+// sum over axis 0), split over the pool by columns.
 template <typename T>
-inline void gemm(void* f, index_t M, index_t N, index_t K, const T* A, const T* B, T* C,
-                 index_t lda = 0) {
-    const int row_major = 101, no_trans = 111;
-    reinterpret_cast<gemm_fn<T>>(f)(row_major, no_trans, no_trans, M, N, K, T(1), A,
-                                    lda ? lda : K, B, N, T(0), C, N);
+void column_sums(index_t M, index_t N, const T* D, index_t ldd, T* out) {
+    constexpr index_t unit = 16;
+    const index_t blocks = (N + unit - 1) / unit;
+    parallel_for(blocks, M * N >= (index_t(1) << 15) ? 1 : blocks, [&](index_t begin, index_t end) {
+        const index_t j0 = begin * unit, j1 = end * unit < N ? end * unit : N;
+        for (index_t j = j0; j < j1; ++j) out[j] = T(0);
+        for (index_t i = 0; i < M; ++i) {
+            const T* row = D + i * ldd;
+#pragma omp simd
+            for (index_t j = j0; j < j1; ++j) out[j] += row[j];
+        }
+    });
+}
+
+// The recurrent-kernel gradient dU (u, N; rows ldu apart) = Hd^T @ D: Hd (M, u) the
+// recurrent inputs of all steps, D (M, N; rows ldd apart) what multiplied U, M = steps * B.
+template <typename T>
+inline void weight_gradient(void* f, index_t M, index_t u, index_t N, const T* Hd, const T* D,
+                            index_t ldd, T* dU, index_t ldu) {
+    gemm<T>(true, false, u, N, M, T(1), Hd, u, D, ldd, T(0), dU, ldu, f);
 }
 
 // The forward loop over `steps` steps: x the first processed step's xproj rows, x_step the
@@ -405,40 +444,44 @@ void lstm_forward_loop(void* gemm_f, index_t steps, const T* x, index_t x_step, 
                        T* H, T* C, T* A, T* TC, const T* keep, const T* rm, T* HD, index_t B,
                        index_t u) {
     const index_t s = B * u, g = B * 4 * u;
-    for (index_t t = 0; t < steps; ++t) {
-        gemm<T>(gemm_f, B, 4 * u, u, (HD ? HD : H) + t * s, U, A + t * g);
-        lstm_forward_step<T>(A + t * g, x + t * x_step, H + t * s, C + t * s, H + (t + 1) * s,
-                             C + (t + 1) * s, TC + t * s, keep ? keep + t * B : nullptr, rm,
-                             HD ? HD + (t + 1) * s : nullptr, B, u);
-    }
+    over_rows(B, steps, u, 4 * u, [&](index_t b0, index_t b1) {
+        const index_t n = b1 - b0, r = b0 * u, q = b0 * 4 * u;
+        for (index_t t = 0; t < steps; ++t) {
+            step_gemm<T>(gemm_f, n, 4 * u, u, (HD ? HD : H) + t * s + r, U, A + t * g + q);
+            lstm_forward_step<T>(A + t * g + q, x + t * x_step + q, H + t * s + r,
+                                 C + t * s + r, H + (t + 1) * s + r, C + (t + 1) * s + r,
+                                 TC + t * s + r, keep ? keep + t * B + b0 : nullptr,
+                                 rm ? rm + r : nullptr, HD ? HD + (t + 1) * s + r : nullptr, n,
+                                 u);
+        }
+    });
 }
 
 // The backward loop: dh, dc (B, u) the incoming state gradients, out the initial state's
 // (unless !wants_state: then the last product is skipped and they are left half done);
 // dseq (steps, B, u) or null; keep_h (B, u) scratch when keep is given; dZ (steps, B, 4u)
-// out; UT (4u, u) = U^T, C-contiguous. notify (steps,) or null: after writing dZ[t] with
-// notify[t] set, one byte goes to the file descriptor notify_fd, waking a thread that sums
-// the recurrent-kernel gradient of the finished steps meanwhile (a pipe: that thread sleeps
-// until then, rather than polling and preempting this one).
+// out; UT (4u, u) = U^T, C-contiguous. dU (u, 4u) or null: out, the recurrent-kernel
+// gradient sum_t Hd[t]^T dZ[t], Hd (steps, B, u) the recurrent inputs of the forward.
 template <typename T>
 void lstm_backward_loop(void* gemm_f, index_t steps, bool wants_state, const T* dseq,
                         const T* rm, T* keep_h, T* dh, T* dc, const T* A, const T* C,
-                        const T* TC, const T* keep, T* dZ, const T* UT,
-                        const std::int8_t* notify, index_t notify_fd, index_t B, index_t u) {
+                        const T* TC, const T* keep, T* dZ, const T* UT, const T* Hd, T* dU,
+                        index_t B, index_t u) {
     const index_t s = B * u, g = B * 4 * u;
-    for (index_t t = steps - 1; t >= 0; --t) {
-        lstm_backward_step<T>(dh, t == steps - 1, dseq ? dseq + t * s : nullptr, rm, keep_h, dc,
-                              A + t * g, C + t * s, TC + t * s, keep ? keep + t * B : nullptr,
-                              dZ + t * g, B, u);
-        if (notify && notify[t]) {
-            const char byte = 1;
-            while (write(static_cast<int>(notify_fd), &byte, 1) < 0 && errno == EINTR) {
-            }
+    over_rows(B, steps, 4 * u, u, [&](index_t b0, index_t b1) {
+        const index_t n = b1 - b0, r = b0 * u, q = b0 * 4 * u;
+        const T* rmr = rm ? rm + r : nullptr;
+        T* kh = keep_h ? keep_h + r : nullptr;
+        for (index_t t = steps - 1; t >= 0; --t) {
+            lstm_backward_step<T>(dh + r, t == steps - 1, dseq ? dseq + t * s + r : nullptr, rmr,
+                                  kh, dc + r, A + t * g + q, C + t * s + r, TC + t * s + r,
+                                  keep ? keep + t * B + b0 : nullptr, dZ + t * g + q, n, u);
+            if (t == 0 && !wants_state) return;
+            step_gemm<T>(gemm_f, n, u, 4 * u, dZ + t * g + q, UT, dh + r);
         }
-        if (t == 0 && !wants_state) return;
-        gemm<T>(gemm_f, B, u, 4 * u, dZ + t * g, UT, dh);
-    }
-    finish_dh<T>(dh, nullptr, rm, nullptr, keep ? keep_h : nullptr, s);
+        finish_dh<T>(dh + r, nullptr, rmr, nullptr, keep ? kh : nullptr, n * u);
+    });
+    if (dU) weight_gradient<T>(gemm_f, steps * B, u, 4 * u, Hd, dZ, 4 * u, dU, 4 * u);
 }
 
 
@@ -452,76 +495,151 @@ void gru_forward_loop(void* gemm_f, index_t steps, const T* x, index_t x_step, c
     const index_t s = B * u;
     const bool after = Uh == nullptr;
     const index_t S = after ? 3 * u : 2 * u;
-    for (index_t t = 0; t < steps; ++t) {
-        const T* hd = (HD ? HD : H) + t * s;
-        T* a = A + t * B * S;
-        const T* xt = x + t * x_step;
-        const T* k = keep ? keep + t * B : nullptr;
-        T* hd_next = HD ? HD + (t + 1) * s : nullptr;
-        gemm<T>(gemm_f, B, S, u, hd, U, a);
-        if (after) {
-            gru_forward_step<T>(a, xt, rbias, H + t * s, HH + t * s, H + (t + 1) * s, k, rm,
-                                hd_next, B, u);
-        } else {
-            gru_gates_step<T>(a, xt, hd, RH + t * s, B, u);
-            gemm<T>(gemm_f, B, u, u, RH + t * s, Uh, HH + t * s);
-            gru_candidate_step<T>(HH + t * s, xt, a, H + t * s, H + (t + 1) * s, k, rm, hd_next,
-                                  B, u);
+    over_rows(B, steps, u, 3 * u, [&](index_t b0, index_t b1) {
+        const index_t n = b1 - b0, r = b0 * u;
+        const T* rmr = rm ? rm + r : nullptr;
+        for (index_t t = 0; t < steps; ++t) {
+            const T* hd = (HD ? HD : H) + t * s + r;
+            T* a = A + t * B * S + b0 * S;
+            const T* xt = x + t * x_step + b0 * 3 * u;
+            const T* k = keep ? keep + t * B + b0 : nullptr;
+            T* hd_next = HD ? HD + (t + 1) * s + r : nullptr;
+            step_gemm<T>(gemm_f, n, S, u, hd, U, a);
+            if (after) {
+                gru_forward_step<T>(a, xt, rbias, H + t * s + r, HH + t * s + r,
+                                    H + (t + 1) * s + r, k, rmr, hd_next, n, u);
+            } else {
+                gru_gates_step<T>(a, xt, hd, RH + t * s + r, n, u);
+                step_gemm<T>(gemm_f, n, u, u, RH + t * s + r, Uh, HH + t * s + r);
+                gru_candidate_step<T>(HH + t * s + r, xt, a, H + t * s + r, H + (t + 1) * s + r,
+                                      k, rmr, hd_next, n, u);
+            }
         }
-    }
+    });
 }
 
 // dh (B, u): in, the incoming gradient; out, the initial state's. direct, extra, drh (B, u)
 // and keep_h (with keep) scratch; DI (steps, B, 3u) and, with reset_after, DX (steps, B, 3u)
-// out. UT: U^T (3u, u) with reset_after, else UzrT (2u, u) and UhT (u, u).
+// out. UT: U^T (3u, u) with reset_after, else UzrT (2u, u) and UhT (u, u). dU (u, 3u) or
+// null: out, the recurrent-kernel gradient (Hd^T DI; without reset_after Hd^T DI[:, :2u]
+// and RH^T DI[:, 2u:]). drb (3u) or null: out, the recurrent-bias gradient (reset_after:
+// the column sums of DI).
 template <typename T>
 void gru_backward_loop(void* gemm_f, index_t steps, const T* dseq, const T* rm, T* keep_h,
                        T* dh, T* direct, T* extra, T* drh, const T* A, const T* H, const T* HD,
-                       const T* HH, const T* keep, T* DI, T* DX, const T* UT, const T* UhT,
-                       index_t B, index_t u) {
+                       const T* HH, const T* RH, const T* keep, T* DI, T* DX, const T* UT,
+                       const T* UhT, T* dU, T* drb, index_t B, index_t u) {
     const index_t s = B * u, g = B * 3 * u;
     const bool after = UhT == nullptr;
     const index_t S = after ? 3 * u : 2 * u;
-    for (index_t t = steps - 1; t >= 0; --t) {
-        const T* a = A + t * B * S;
-        gru_backward_step<T>(dh, t == steps - 1, dseq ? dseq + t * s : nullptr, rm,
-                             keep ? keep_h : nullptr, direct, after ? nullptr : extra, a, S,
-                             H + t * s, HH + t * s, keep ? keep + t * B : nullptr, DI + t * g,
-                             after ? DX + t * g : nullptr, B, u);
+    over_rows(B, steps, 3 * u, u, [&](index_t b0, index_t b1) {
+        const index_t n = b1 - b0, r = b0 * u, q = b0 * 3 * u;
+        const T* rmr = rm ? rm + r : nullptr;
+        T* kh = keep ? keep_h + r : nullptr;
+        for (index_t t = steps - 1; t >= 0; --t) {
+            const T* a = A + t * B * S + b0 * S;
+            T* di = DI + t * g + q;
+            gru_backward_step<T>(dh + r, t == steps - 1, dseq ? dseq + t * s + r : nullptr, rmr,
+                                 kh, direct + r, after ? nullptr : extra + r, a, S,
+                                 H + t * s + r, HH + t * s + r,
+                                 keep ? keep + t * B + b0 : nullptr, di,
+                                 after ? DX + t * g + q : nullptr, n, u);
+            if (after) {
+                step_gemm<T>(gemm_f, n, u, 3 * u, di, UT, dh + r);
+            } else {
+                step_gemm<T>(gemm_f, n, u, u, di + 2 * u, UhT, drh + r, 3 * u);
+                gru_reset_step<T>(drh + r, a, (HD ? HD : H) + t * s + r, di, extra + r, n, u);
+                step_gemm<T>(gemm_f, n, u, 2 * u, di, UT, dh + r, 3 * u);
+            }
+        }
+        finish_dh<T>(dh + r, after ? nullptr : extra + r, rmr, direct + r, kh, n * u);
+    });
+    if (dU) {
+        const T* Hd = HD ? HD : H;
         if (after) {
-            gemm<T>(gemm_f, B, u, 3 * u, DI + t * g, UT, dh);
+            weight_gradient<T>(gemm_f, steps * B, u, 3 * u, Hd, DI, 3 * u, dU, 3 * u);
         } else {
-            gemm<T>(gemm_f, B, u, u, DI + t * g + 2 * u, UhT, drh, 3 * u);
-            gru_reset_step<T>(drh, a, (HD ? HD : H) + t * s, DI + t * g, extra, B, u);
-            gemm<T>(gemm_f, B, u, 2 * u, DI + t * g, UT, dh, 3 * u);
+            weight_gradient<T>(gemm_f, steps * B, u, 2 * u, Hd, DI, 3 * u, dU, 3 * u);
+            weight_gradient<T>(gemm_f, steps * B, u, u, RH, DI + 2 * u, 3 * u, dU + 2 * u,
+                               3 * u);
         }
     }
-    finish_dh<T>(dh, after ? nullptr : extra, rm, direct, keep ? keep_h : nullptr, s);
+    if (drb) column_sums<T>(steps * B, 3 * u, DI, 3 * u, drb);
 }
 
 template <typename T>
 void rnn_forward_loop(void* gemm_f, index_t steps, const T* x, index_t x_step, const T* U,
                       T* H, T* A, const T* keep, const T* rm, T* HD, index_t B, index_t u) {
     const index_t s = B * u;
-    for (index_t t = 0; t < steps; ++t) {
-        gemm<T>(gemm_f, B, u, u, (HD ? HD : H) + t * s, U, A + t * s);
-        rnn_forward_step<T>(A + t * s, x + t * x_step, H + t * s, H + (t + 1) * s,
-                            keep ? keep + t * B : nullptr, rm, HD ? HD + (t + 1) * s : nullptr,
-                            B, u);
-    }
+    over_rows(B, steps, u, u, [&](index_t b0, index_t b1) {
+        const index_t n = b1 - b0, r = b0 * u;
+        for (index_t t = 0; t < steps; ++t) {
+            step_gemm<T>(gemm_f, n, u, u, (HD ? HD : H) + t * s + r, U, A + t * s + r);
+            rnn_forward_step<T>(A + t * s + r, x + t * x_step + r, H + t * s + r,
+                                H + (t + 1) * s + r, keep ? keep + t * B + b0 : nullptr,
+                                rm ? rm + r : nullptr, HD ? HD + (t + 1) * s + r : nullptr, n,
+                                u);
+        }
+    });
 }
 
 template <typename T>
 void rnn_backward_loop(void* gemm_f, index_t steps, const T* dseq, const T* rm, T* keep_h,
-                       T* dh, const T* A, const T* keep, T* dA, const T* UT, index_t B,
-                       index_t u) {
+                       T* dh, const T* A, const T* keep, T* dA, const T* UT, const T* Hd, T* dU,
+                       index_t B, index_t u) {
     const index_t s = B * u;
-    for (index_t t = steps - 1; t >= 0; --t) {
-        rnn_backward_step<T>(dh, t == steps - 1, dseq ? dseq + t * s : nullptr, rm, keep_h,
-                             A + t * s, keep ? keep + t * B : nullptr, dA + t * s, B, u);
-        gemm<T>(gemm_f, B, u, u, dA + t * s, UT, dh);
-    }
-    finish_dh<T>(dh, nullptr, rm, nullptr, keep ? keep_h : nullptr, s);
+    over_rows(B, steps, u, u, [&](index_t b0, index_t b1) {
+        const index_t n = b1 - b0, r = b0 * u;
+        const T* rmr = rm ? rm + r : nullptr;
+        T* kh = keep_h ? keep_h + r : nullptr;
+        for (index_t t = steps - 1; t >= 0; --t) {
+            rnn_backward_step<T>(dh + r, t == steps - 1, dseq ? dseq + t * s + r : nullptr, rmr,
+                                 kh, A + t * s + r, keep ? keep + t * B + b0 : nullptr,
+                                 dA + t * s + r, n, u);
+            step_gemm<T>(gemm_f, n, u, u, dA + t * s + r, UT, dh + r);
+        }
+        finish_dh<T>(dh + r, nullptr, rmr, nullptr, keep ? kh : nullptr, n * u);
+    });
+    if (dU) weight_gradient<T>(gemm_f, steps * B, u, u, Hd, dA, u, dU, u);
+}
+
+// ---------------------------------------------------------------------------------------
+// The input projection of all steps (sequence_projection), time-major rows:
+// forward y (M, N) = x (M, K) @ kernel (K, N) + bias, bias (N) or null; the product first,
+// then the bias, as NumPy's kernel adds them. Split over the pool by blocks of rows, each
+// part adding the bias to its block while it is in cache.
+template <typename T>
+void projection_forward(void* f, index_t M, index_t N, index_t K, const T* x, const T* kernel,
+                        const T* bias, T* y) {
+    constexpr index_t unit = 16;
+    auto block = [&](index_t i0, index_t i1) {
+        gemm_in_line<T>(f, false, false, i1 - i0, N, K, T(1), x + i0 * K, K, kernel, N, T(0),
+                        y + i0 * N, N);
+        if (bias) {
+            for (index_t i = i0; i < i1; ++i) {
+                T* row = y + i * N;
+#pragma omp simd
+                for (index_t j = 0; j < N; ++j) row[j] = row[j] + bias[j];
+            }
+        }
+    };
+    OneBlasThread one_thread;
+    // whole blocks, the last part taking the rest: no part of a single row (see over_rows)
+    const index_t blocks = M / unit > 1 ? M / unit : 1;
+    const index_t grain = kPartWork / (unit * N * K > 0 ? unit * N * K : 1);
+    parallel_for(blocks, grain > 1 ? grain : 1, [&](index_t begin, index_t end) {
+        block(begin * unit, end == blocks ? M : end * unit);
+    });
+}
+
+// backward, given g (M, N): dx (M, K) = g @ kernel^T, dk (K, N) = x^T @ g, db (N) the column
+// sums of g; each may be null (not wanted).
+template <typename T>
+void projection_backward(void* f, index_t M, index_t N, index_t K, const T* g, const T* x,
+                         const T* kernel, T* dx, T* dk, T* db) {
+    if (db) column_sums<T>(M, N, g, N, db);
+    if (dx) gemm<T>(false, true, M, K, N, T(1), g, N, kernel, N, T(0), dx, K, f);
+    if (dk) gemm<T>(true, false, K, N, M, T(1), x, K, g, N, T(0), dk, N, f);
 }
 
 }  // namespace dlx_cpu
@@ -559,9 +677,9 @@ using dlx_cpu::index_t;
     extern "C" void dlx_lstm_backward_loop_##suffix(                                           \
         void* gemm, index_t steps, index_t wants_state, const T* dseq, const T* rm, T* keep_h, \
         T* dh, T* dc, const T* A, const T* C, const T* TC, const T* keep, T* dZ, const T* UT,  \
-        const std::int8_t* notify, index_t notify_fd, index_t B, index_t u) {                  \
+        const T* Hd, T* dU, index_t B, index_t u) {                                            \
         dlx_cpu::lstm_backward_loop<T>(gemm, steps, wants_state != 0, dseq, rm, keep_h, dh, dc, \
-                                       A, C, TC, keep, dZ, UT, notify, notify_fd, B, u);       \
+                                       A, C, TC, keep, dZ, UT, Hd, dU, B, u);                  \
     }                                                                                          \
     extern "C" void dlx_gru_forward_loop_##suffix(                                             \
         void* gemm, index_t steps, const T* x, index_t x_step, const T* U, const T* Uh,        \
@@ -572,10 +690,11 @@ using dlx_cpu::index_t;
     }                                                                                          \
     extern "C" void dlx_gru_backward_loop_##suffix(                                            \
         void* gemm, index_t steps, const T* dseq, const T* rm, T* keep_h, T* dh, T* direct,    \
-        T* extra, T* drh, const T* A, const T* H, const T* HD, const T* HH, const T* keep,     \
-        T* DI, T* DX, const T* UT, const T* UhT, index_t B, index_t u) {                       \
+        T* extra, T* drh, const T* A, const T* H, const T* HD, const T* HH, const T* RH,       \
+        const T* keep, T* DI, T* DX, const T* UT, const T* UhT, T* dU, T* drb, index_t B,      \
+        index_t u) {                                                                           \
         dlx_cpu::gru_backward_loop<T>(gemm, steps, dseq, rm, keep_h, dh, direct, extra, drh,  \
-                                      A, H, HD, HH, keep, DI, DX, UT, UhT, B, u);              \
+                                      A, H, HD, HH, RH, keep, DI, DX, UT, UhT, dU, drb, B, u); \
     }                                                                                          \
     extern "C" void dlx_rnn_forward_loop_##suffix(void* gemm, index_t steps, const T* x,       \
                                                   index_t x_step, const T* U, T* H, T* A,      \
@@ -583,12 +702,22 @@ using dlx_cpu::index_t;
                                                   index_t B, index_t u) {                      \
         dlx_cpu::rnn_forward_loop<T>(gemm, steps, x, x_step, U, H, A, keep, rm, HD, B, u);     \
     }                                                                                          \
-    extern "C" void dlx_rnn_backward_loop_##suffix(void* gemm, index_t steps, const T* dseq,   \
-                                                   const T* rm, T* keep_h, T* dh, const T* A,  \
-                                                   const T* keep, T* dA, const T* UT,          \
-                                                   index_t B, index_t u) {                     \
-        dlx_cpu::rnn_backward_loop<T>(gemm, steps, dseq, rm, keep_h, dh, A, keep, dA, UT, B,   \
-                                      u);                                                      \
+    extern "C" void dlx_rnn_backward_loop_##suffix(                                            \
+        void* gemm, index_t steps, const T* dseq, const T* rm, T* keep_h, T* dh, const T* A,   \
+        const T* keep, T* dA, const T* UT, const T* Hd, T* dU, index_t B, index_t u) {         \
+        dlx_cpu::rnn_backward_loop<T>(gemm, steps, dseq, rm, keep_h, dh, A, keep, dA, UT, Hd,  \
+                                      dU, B, u);                                               \
+    }                                                                                          \
+    extern "C" void dlx_rnn_projection_forward_##suffix(void* gemm, index_t M, index_t N,      \
+                                                        index_t K, const T* x,                 \
+                                                        const T* kernel, const T* bias, T* y) { \
+        dlx_cpu::projection_forward<T>(gemm, M, N, K, x, kernel, bias, y);                     \
+    }                                                                                          \
+    extern "C" void dlx_rnn_projection_backward_##suffix(void* gemm, index_t M, index_t N,     \
+                                                         index_t K, const T* g, const T* x,    \
+                                                         const T* kernel, T* dx, T* dk,        \
+                                                         T* db) {                              \
+        dlx_cpu::projection_backward<T>(gemm, M, N, K, g, x, kernel, dx, dk, db);              \
     }                                                                                          \
     extern "C" void dlx_gru_forward_step_##suffix(T* inner, const T* x, const T* rbias,        \
                                                   const T* h_prev, T* hh, T* h, const T* keep, \
