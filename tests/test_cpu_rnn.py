@@ -380,24 +380,21 @@ def test_every_case_of_the_option_grid_runs_compiled(calls):
         assert isinstance(saved, cpu_rnn._Saved)
 
 
-@pytest.mark.parametrize("loop", [True, False], ids=["loop", "steps"])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_kernel_gradient_on_the_worker_thread(cell, loop, monkeypatch):
-    """The recurrent-kernel gradient summed beside the loop (forced here for small layers)."""
+def test_kernel_gradient_on_the_worker_thread(cell, monkeypatch):
+    """The Python step loops (no BLAS address) sum the recurrent-kernel gradient beside the
+    loop (forced here for small layers)."""
+    monkeypatch.setattr(cpu_rnn, "USE_WORKER", True)
     monkeypatch.setattr(cpu_rnn, "_loop_worker", lambda *shape: numpy_rnn._worker())
-    if not loop:
-        monkeypatch.setattr(cpu_rnn, "blas_gemm", lambda dtype: None)
+    monkeypatch.setattr(cpu_rnn, "blas_gemm", lambda dtype: None)
     for options in OPTIONS[:3]:
         _compare(cell, "float64", *options)
 
 
-@pytest.mark.parametrize("loop", [True, False], ids=["loop", "steps"])
-def test_the_worker_changes_no_result_bits(loop, monkeypatch):
+def test_the_worker_changes_no_result_bits(monkeypatch):
     """Step by step, the kernel gradient is summed in the same chunks, in the same order, with
-    or without the worker thread (USE_WORKER). The whole loop without the worker sums it as
-    one product over all steps (another order of the same sums: equal to rounding)."""
-    if not loop:
-        monkeypatch.setattr(cpu_rnn, "blas_gemm", lambda dtype: None)
+    or without the worker thread (USE_WORKER)."""
+    monkeypatch.setattr(cpu_rnn, "blas_gemm", lambda dtype: None)
     spec, inputs, grads = _case("lstm", "float32", False, False, False, True, True)
     inputs = (np.repeat(inputs[0], 7, axis=0),) + inputs[1:]  # 35 steps: five chunks
     grads = (np.repeat(grads[0], 7, axis=0),) + grads[1:]
@@ -406,31 +403,140 @@ def test_the_worker_changes_no_result_bits(loop, monkeypatch):
     monkeypatch.setattr(cpu_rnn, "USE_WORKER", True)
     monkeypatch.setattr(cpu_rnn, "_loop_worker", lambda *shape: numpy_rnn._worker())
     beside = _run(cpu_rnn.CompiledLSTMSequence(), spec, inputs, grads)[1][1]
-    if loop:
-        np.testing.assert_allclose(inline, beside, rtol=1e-5, atol=1e-5)
-    else:
-        np.testing.assert_array_equal(inline, beside)
+    np.testing.assert_array_equal(inline, beside)
 
 
-@pytest.mark.parametrize("x_grad", [True, False])
-def test_sequence_projection_halves_in_line_give_the_same_bits(x_grad, monkeypatch):
-    """Without the worker (USE_WORKER off) the projection's halves run on this thread: same
-    arithmetic."""
-    monkeypatch.setattr(numpy_rnn, "WORKER_MIN_WORK", 0)  # split even this small product
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((6, 5, 4)).astype(np.float32)
-    kernel = rng.standard_normal((4, 12)).astype(np.float32)
-    bias = rng.standard_normal(12).astype(np.float32)
-    g = rng.standard_normal((5, 6, 12)).astype(np.float32)
-    needs = (x_grad, True, True)
+# -- dlx's thread pool ------------------------------------------------------------------------
+
+
+def _pool_of(threads, monkeypatch):
+    """Reload the compiled kernels with a pool of ``threads`` threads (the caller's included)."""
+    monkeypatch.setenv("DLX_NUM_THREADS", str(threads))
+    cpu_kernels.forget()
+
+
+def _split(steps, B, u, width):
+    """Whether recurrent.cpp's over_rows splits a loop of (rows, u) @ (u, width) products over
+    two threads: parts of at least kPartWork = 2^18 multiply-adds and two rows."""
+    grain = max(2, (1 << 18) // (steps * u * width))
+    return B >= 2 * grain
+
+
+# (cell, options, steps, batch, units): large enough that the loops are split by rows
+POOL_CASES = [
+    ("lstm", (False, False, False, True, True), 8, 21, 32),
+    ("lstm", (True, True, True, True, True), 8, 17, 32),
+    ("gru", (False, True, False, True, True), 8, 21, 32),
+    ("gru", (True, False, True, False, False), 8, 21, 32),
+    ("rnn", (True, True, True, True, True), 16, 15, 48),
+]
+
+
+def _pool_case(cell, options, T, B, u, dtype="float32"):
+    """_case's inputs at another size."""
+    spec, inputs, grads = _case(cell, dtype, *options)
+    rng = np.random.default_rng(1)
+    dt = np.dtype(dtype)
+    g = GATES[cell]
+    x = rng.standard_normal((T, B, g * u)).astype(dt)
+    U = (0.3 * rng.standard_normal((u, g * u))).astype(dt)
+    rbias = rng.standard_normal(g * u).astype(dt) if inputs[2] is not None else None
+    h0 = rng.standard_normal((B, u)).astype(dt)
+    c0 = rng.standard_normal((B, u)).astype(dt) if cell == "lstm" else None
+    mask = None
+    if spec.mask is not None:
+        mask = rng.random((B, T)) > 0.35
+        mask[0, :] = False
+    rm = (rng.random((B, u)) > 0.3).astype(dt) / 0.7 if spec.recurrent_mask is not None else None
+    spec = SequenceSpec(
+        cell,
+        go_backwards=spec.go_backwards,
+        return_sequences=spec.return_sequences,
+        reset_after=spec.reset_after,
+        mask=mask,
+        recurrent_mask=rm,
+    )
+    d_seq = rng.standard_normal((T, B, u)).astype(dt) if spec.return_sequences else None
+    d_h = rng.standard_normal((B, u)).astype(dt)
+    d_c = rng.standard_normal((B, u)).astype(dt) if cell == "lstm" else None
+    return spec, (x, U, rbias, h0, c0), (d_seq, d_h, d_c)
+
+
+@pytest.mark.parametrize("cell, options, T, B, u", POOL_CASES)
+def test_loops_split_by_rows_give_the_same_bits_on_any_number_of_threads(
+    cell, options, T, B, u, calls, monkeypatch
+):
+    """Each thread runs the whole sequence for its rows; a row's arithmetic does not depend on
+    the split, so one thread and two give identical outputs and gradients, and they match the
+    NumPy kernel and the generic loop."""
+    if cpu_rnn.blas_gemm(np.float32) is None:
+        pytest.skip("no BLAS address: the loops run from Python")
+    width = GATES[cell] * u
+    assert _split(T, B, u, width), "the case is too small to be split"
+    spec, inputs, grads = _pool_case(cell, options, T, B, u)
     results = []
-    for free in (True, False):
-        monkeypatch.setattr(cpu_rnn, "USE_WORKER", free)
+    for threads in (1, 2, 1, 2):
+        _pool_of(threads, monkeypatch)
+        outputs, result, saved = _run(CLASSES[cell][0](), spec, inputs, grads)
+        assert isinstance(saved, cpu_rnn._Saved)
+        results.append(outputs + [r for r in result if r is not None])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+    assert calls[f"{cell}_forward_loop"] == calls[f"{cell}_backward_loop"] == 4
+    reference = _run(CLASSES[cell][1](), spec, inputs, grads)
+    for a, b in zip(results[0], reference[0] + [r for r in reference[1] if r is not None]):
+        # float32 sums over 8-16 steps of large terms: rounding relative to the largest entry
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("needs", [(True, True, True), (False, True, False), (True, False, True)])
+def test_sequence_projection_is_compiled_and_matches_the_numpy_kernel(
+    dtype, bias, needs, calls, monkeypatch
+):
+    """The projection's product and bias, and its three gradients, in one compiled call each
+    way: the NumPy kernel's numbers, bit for bit on one thread or two."""
+    if cpu_rnn.blas_gemm(dtype) is None:
+        pytest.skip("no BLAS address: the NumPy kernel runs")
+    rng = np.random.default_rng(0)
+    B, T, F, G = 37, 9, 24, 96  # split over two threads: 333 rows, 2^18 multiply-adds a part
+    dt = np.dtype(dtype)
+    x = rng.standard_normal((B, T, F)).astype(dt)
+    kernel = rng.standard_normal((F, G)).astype(dt)
+    b = rng.standard_normal(G).astype(dt) if bias else None
+    g = rng.standard_normal((T, B, G)).astype(dt)
+    results = []
+    for threads in (1, 2):
+        _pool_of(threads, monkeypatch)
         projection = cpu_rnn.CompiledSequenceProjection()
-        y, saved = projection.forward(x, kernel, bias)
+        y, saved = projection.forward(x, kernel, b)
         grads = projection.backward(saved, g, needs)
-        results.append([np.array(y)] + [np.array(a) for a in grads if a is not None])
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
-    expected = np.einsum("btf,fg->tbg", x, kernel) + bias
-    np.testing.assert_allclose(results[1][0], expected, rtol=1e-5, atol=1e-5)
+        results.append([np.array(y)] + [None if a is None else np.array(a) for a in grads])
+    assert calls["rnn_projection_forward"] == calls["rnn_projection_backward"] == 2
+    for a, c in zip(*results):
+        assert (a is None) == (c is None)
+        if a is not None:
+            np.testing.assert_array_equal(a, c)
+    y, saved = numpy_rnn.SequenceProjection().forward(x, kernel, b)
+    reference = [np.array(y)] + list(numpy_rnn.SequenceProjection().backward(saved, g, needs))
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for a, c, wanted in zip(results[0], reference, (True,) + needs):
+        assert (a is not None) == wanted
+        if wanted:
+            np.testing.assert_allclose(a, c, rtol=tol, atol=tol)
+    assert results[0][1] is None or results[0][1].shape == (B, T, F)
+
+
+def test_sequence_projection_falls_back_for_what_it_does_not_take(calls):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    kernel = np.asfortranarray(rng.standard_normal((5, 8)).astype(np.float32))
+    projection = cpu_rnn.CompiledSequenceProjection()
+    y, saved = projection.forward(x, kernel, None)  # a kernel that is not C-contiguous
+    np.testing.assert_allclose(y, np.einsum("btf,fg->tbg", x, kernel), rtol=1e-5, atol=1e-5)
+    projection.backward(saved, np.ones((3, 4, 8), np.float32), (True, True, True))
+    y, saved = projection.forward(x.astype(np.float16), kernel.astype(np.float16), None)
+    assert y.dtype == np.float16
+    assert not calls
