@@ -1,37 +1,40 @@
 """Compiled CPU kernels for the conv ops (``backends/cpu/convolution.cpp``).
 
-:class:`CompiledConv` is :class:`~.numpy_conv.NumpyConv` with its memory-bound
-parts in C++ and its matrix products left to NumPy (OpenBLAS):
+:class:`CompiledConv` is :class:`~.numpy_conv.NumpyConv` with each primitive one C++
+call on dlx's thread pool (``cpu/parallel.h``), its products made by NumPy's OpenBLAS
+on one thread per part:
 
-* im2col reads the unpadded input and writes the columns straight into a pooled
-  buffer (zeros where a window leaves the input; no padded copy of ``x``), in
-  the NumPy kernel's layouts: ``(M, Kp * C)`` rows, or for single-channel input
-  ``(Kp [+ 1], M)`` rows per kernel offset, handed on transposed (the extra row
-  of ones carries the bias through the product);
-* the input gradient goes through the batch in blocks of whole samples (about
-  ``block_bytes`` of columns each, so they stay in the cache): one product
-  ``g2 @ w.reshape(Kp * C, F).T`` into a pooled columns buffer, then col2im in
-  C++, which adds every output cell's row into the input cells it met, output
-  cells in reverse order -- so every input cell gets its terms in the order of
-  the NumPy kernel's window additions (kernel offsets ascending) while the
-  columns are read as one stream; no padded gradient and no crop (trailing all-zero
-  output slices are cropped block by block, into a small buffer the product then reads);
-* an inference forward (``keep=False``) also goes in blocks of rows: im2col,
-  product and bias + ReLU of one block while its columns are in the cache, so
-  the columns never exist whole (34 MiB for ``cnn_infer256``'s second layer);
-  a training forward writes them whole, as the weight gradient needs them (a
-  product per block costs more in OpenBLAS's thread hand-offs than it saves);
-* single-channel input with 16, 32 or 64 filters: the forward in one C++ call, im2col
-  and a register-blocked product (fused multiply-adds, bias and ReLU in the store) per
-  block of ``single_channel_rows`` rows -- OpenBLAS reaches a fraction of its rate on
-  K = 9 columns; on AVX-512 the float32 weight gradient of such layers likewise
-  (``cols.T @ g`` with only Kp + 1 rows of output); an inference output of
-  ``stream_bytes`` or more (far beyond the cache) goes out with non-temporal stores;
-* bias + ReLU in place in one pass, and the ReLU gradient in one pass (when no max
-  pool follows to fold it into its own backward).
+* the forward goes through the rows in blocks (about ``block_bytes`` of columns and
+  outputs each, at least one block per thread): each part im2cols a block from the
+  unpadded input (zeros where a window leaves it), multiplies it at once and adds bias
+  + ReLU to its rows while they are in its cache. Columns kept for the weight gradient
+  are written whole, block by block; an inference forward's live only in per-thread
+  scratch. Layouts are the NumPy kernel's: ``(M, Kp * C)`` rows, or for single-channel
+  input ``(Kp [+ 1], M)`` rows per kernel offset, handed on transposed (the extra row of
+  ones carries the bias through the product); 1x1 kernels read ``x`` itself;
+* the input gradient goes through the batch in blocks of whole samples: per block one
+  product ``g2 @ w.reshape(Kp * C, F).T`` into the part's scratch columns, then col2im,
+  which adds every output cell's row into the input cells it met, output cells in
+  reverse order -- so every input cell gets its terms in the order of the NumPy kernel's
+  window additions (kernel offsets ascending) while the columns are read as one stream;
+  trailing all-zero output slices (a max pool over an odd size) are cropped block by
+  block;
+* the weight gradient ``cols.T @ g`` is one product split over the pool;
+* single-channel input with 16, 32 or 64 filters: the forward as im2col and a
+  register-blocked product (fused multiply-adds, bias and ReLU in the store) per block
+  of ``single_channel_rows`` rows -- OpenBLAS reaches a fraction of its rate on K = 9
+  columns; on AVX-512 the float32 weight gradient of such layers likewise (``cols.T @ g``
+  with only Kp + 1 rows of output, partial sums over fixed blocks of rows added in
+  order); an inference output of ``stream_bytes`` or more (far beyond the cache) goes
+  out with non-temporal stores;
+* the ReLU gradient in one pass (when no max pool follows to fold it into its own
+  backward).
 
-The bias gradient stays NumPy's: one matrix-vector product measured faster than
-a compiled column sum.
+Every split is over independent rows, samples or outputs, or into partial sums of a
+fixed size, so results do not depend on the number of threads. Where no BLAS is
+connected (NumPy's is not an OpenBLAS the C++ code can call) the products stay NumPy's,
+around the compiled im2col, col2im and bias + ReLU. The bias gradient stays NumPy's:
+one matrix-vector product measured faster than a compiled column sum.
 
 Shapes and layouts are those of ``dlx.ops.convolution`` (channels_last arrays,
 kernels ``(*K, C // groups, F)``); 1D and 2D convolutions go to the C++ code as
@@ -61,8 +64,14 @@ _SIGNATURES = {
     "bias_relu": (_P, _P, _I, _I, _I),
     "relu_grad": (_P, _P, _P, _I),
     "single_channel_forward": (_P, _P, _P, _I, _P, _P, _P, _I, _I, _I, _I, _I),
-    "single_channel_weight_grad": (_P, _P, _P, _I, _I, _I),  # float32 with AVX-512 only
+    "single_channel_weight_grad": (_P, _P, _P, _I, _I, _I, _P),  # float32 with AVX-512 only
+    "conv_forward": (_P, _P, _P, _I, _I, _P, _P, _P, _I, _I, _I, _I),
+    "conv_input_grad": (_P, _P, _P, _P, _P, _I, _I, _P),
+    "conv_weight_grad": (_P, _P, _P, _I, _I, _I, _I),
+    "conv_setup": (_P,),
 }
+_ROWS, _OFFSETS, _VIEW = 0, 1, 2  # column layouts of conv_forward
+_WEIGHT_GRAD_ROWS = 4096  # kWeightGradRows of convolution.cpp
 _SINGLE_CHANNEL_FILTERS = (16, 32, 64)  # the filter counts of the compiled single-channel product
 
 
@@ -72,6 +81,31 @@ def _function(name, dtype):
 
     # None too where this build lacks it (single_channel_weight_grad without AVX-512)
     return cpu_kernels.compiled(_SOURCE, name, dtype, *_SIGNATURES[name])
+
+
+_SETUPS = {}  # id of the conv_setup function -> (it, (parts, BLAS connected))
+
+
+def _setup(dtype):
+    """``(parts, ready)``: the parts a parallel region of convolution.cpp may have (the
+    slices its scratch buffers need) and whether it can call a BLAS for ``dtype``; None
+    without the library."""
+    f = _function("conv_setup", dtype)
+    if f is None:
+        return None
+    held = _SETUPS.get(id(f))
+    if held is None or held[0] is not f:
+        answer = np.zeros(2, np.int64)
+        f(_p(answer))
+        if len(_SETUPS) > 8:  # libraries reloaded by tests
+            _SETUPS.clear()
+        held = _SETUPS[id(f)] = (f, (max(1, int(answer[0])), bool(answer[1])))
+    return held[1]
+
+
+def _parts(dtype):
+    found = _setup(dtype)
+    return 1 if found is None else found[0]
 
 
 def _geometry(n, c, in_size, out_size, kernel_size, strides, dilation, before):
@@ -96,11 +130,11 @@ def _is_view(kernel_cells, strides, pads):
 
 
 class CompiledConv(NumpyConv):
-    """Kernel table entry ``"conv"``: :class:`NumpyConv` with im2col, col2im, bias + ReLU
-    and the ReLU gradient compiled (see the module docstring).
+    """Kernel table entry ``"conv"``: :class:`NumpyConv` with its primitives compiled (see
+    the module docstring).
 
-    ``block_bytes``: the size of the blocks of columns (and outputs) that an inference
-    forward and the input gradient go through one at a time.
+    ``block_bytes``: the size of the blocks of columns (and outputs) that the forward and
+    the input gradient go through one at a time.
     """
 
     block_bytes = 1 << 20
@@ -183,9 +217,13 @@ class CompiledConv(NumpyConv):
             done = self._single_channel_forward(x, w, b, geometry, relu, keep)
             if done is not None:
                 return done
+        done = self._fused_forward(x, w, b, geometry, relu, keep, fold_bias)
+        if done is not None:
+            return done
+        # no BLAS to call from C++: NumPy's products, kept columns (for the weight gradient)
+        # written whole (a product per block costs more in the BLAS's thread hand-offs than
+        # its cache-warm columns save)
         width = kp * c + (1 if fold_bias else 0)
-        # Kept columns (for the weight gradient) are written whole: a product per block
-        # costs more in OpenBLAS's thread hand-offs than its cache-warm columns save.
         step = m = n * math.prod(_out_size(x.shape[1:-1], kernel_size, strides, dilation, pads))
         if not keep:
             step = max(1, self.block_bytes // ((width + f) * x.dtype.itemsize))
@@ -220,6 +258,70 @@ class CompiledConv(NumpyConv):
                 )
         return y.reshape((n,) + out_size + (f,)), (cols if keep else None)
 
+    def _fused_forward(self, x, w, b, geometry, relu, keep, fold_bias):
+        """The forward in one C++ call (im2col, product, bias + ReLU per block of rows on the
+        pool's threads), or None (no connected BLAS, unsupported geometry)."""
+        strides, dilation, pads, _ = geometry
+        kernel_size = w.shape[:-2]
+        setup = _setup(x.dtype)
+        kernel = _function("conv_forward", x.dtype)
+        if setup is None or not setup[1] or kernel is None or len(kernel_size) > 3:
+            return None
+        parts = setup[0]
+        n, c, f = x.shape[0], x.shape[-1], w.shape[-1]
+        out_size = _out_size(x.shape[1:-1], kernel_size, strides, dilation, pads)
+        if any(o <= 0 for o in out_size) or min(n, c, f) == 0:
+            return None
+        x = np.ascontiguousarray(x)
+        kp = math.prod(kernel_size)
+        m = n * math.prod(out_size)
+        if _is_view(kp, strides, pads):
+            layout, width = _VIEW, c
+        elif c == 1:
+            layout, width = _OFFSETS, kp + fold_bias
+        else:
+            layout, width = _ROWS, kp * c
+        # blocks of rows whose columns and outputs stay in the cache, at least one per part
+        block = max(1, self.block_bytes // ((width + f) * x.dtype.itemsize))
+        block = min(block, -(-m // parts))
+        saved = cols = None
+        if layout == _VIEW:
+            saved = x.reshape(m, c) if keep else None
+        elif keep and layout == _OFFSETS:
+            cols = pooled((width, m), x.dtype)
+            saved = cols.T
+        elif keep:
+            cols = saved = pooled((m, width), x.dtype)
+        else:
+            cols = pooled((parts, block, width), x.dtype)
+        if fold_bias:
+            # the columns keep their ones: weight_and_bias_grad gets the bias gradient from them
+            weights = np.concatenate([w.reshape(kp, f), b.reshape(1, f)])
+            b = None
+        else:
+            weights = np.ascontiguousarray(w.reshape(kp * c, f))
+        if b is not None:
+            b = np.ascontiguousarray(b)
+        y = pooled((m, f), x.dtype)
+        shape = _geometry(
+            n, c, x.shape[1:-1], out_size, kernel_size, strides, dilation, [p for p, _ in pads]
+        )
+        kernel(
+            _p(x),
+            None if cols is None else _p(cols),
+            _p(shape),
+            layout,
+            int(fold_bias),
+            _p(weights),
+            None if b is None else _p(b),
+            _p(y),
+            f,
+            int(relu),
+            int(keep),
+            block,
+        )
+        return y.reshape((n,) + out_size + (f,)), saved
+
     def _single_channel_forward(self, x, w, b, geometry, relu, keep):
         """The forward of a single-channel convolution with 16, 32 or 64 filters in one C++
         call (im2col and product per block of ``single_channel_rows`` rows, in the cache),
@@ -248,7 +350,7 @@ class CompiledConv(NumpyConv):
         ones = b is not None
         block = min(m, self.single_channel_rows)
         # kept columns carry the row of ones: weight_and_bias_grad gets the bias gradient there
-        cols = pooled((kp + ones, m) if keep else (kp, block), x.dtype)
+        cols = pooled((kp + ones, m) if keep else (_parts(x.dtype), kp, block), x.dtype)
         if b is not None:
             b = np.ascontiguousarray(b)
         stream = not keep and m * f * x.dtype.itemsize >= self.stream_bytes
@@ -287,7 +389,29 @@ class CompiledConv(NumpyConv):
         if kernel is None:
             return None
         out = np.empty((rows.shape[0], f), g.dtype)
-        kernel(_p(rows), _p(g), _p(out), rows.shape[0], rows.shape[1], f)
+        blocks = -(-rows.shape[1] // _WEIGHT_GRAD_ROWS)
+        partials = pooled((blocks, rows.shape[0], f), g.dtype)  # partial sums per block of rows
+        kernel(_p(rows), _p(g), _p(out), rows.shape[0], rows.shape[1], f, _p(partials))
+        return out
+
+    def _product_weight_grad(self, cols, g):
+        """``cols.T @ g`` ``(width, F)`` for columns ``cols`` ``(M, width)`` (or the transpose
+        of a C-contiguous ``(width, M)``) and g ``(N, *O, F)``, split over the pool; None
+        without a connected BLAS."""
+        setup = _setup(g.dtype)
+        kernel = _function("conv_weight_grad", g.dtype)
+        if setup is None or not setup[1] or kernel is None or cols.dtype != g.dtype:
+            return None
+        (m, width), f = cols.shape, g.shape[-1]
+        if cols.flags.c_contiguous:
+            transposed = 0
+        elif cols.T.flags.c_contiguous:
+            transposed = 1
+        else:
+            return None
+        g = np.ascontiguousarray(g)
+        out = np.empty((width, f), g.dtype)
+        kernel(_p(cols), _p(g), _p(out), width, m, f, transposed)
         return out
 
     def relu_grad(self, g, y):
@@ -319,6 +443,9 @@ class CompiledConv(NumpyConv):
             return super().input_grad(g, w, geometry, x_shape)
         # trailing all-zero output slices (a max pool over an odd size) meet no input
         g = np.ascontiguousarray(g)
+        done = self._fused_input_grad(g, w, geometry, x_shape)
+        if done is not None:
+            return done
         if self.trim_per_block:
             out_size = _nonzero_size(g)
             g2 = g.reshape(-1, f)
@@ -350,6 +477,33 @@ class CompiledConv(NumpyConv):
             col2im(_p(dcols), _p(gx), _p(geometry), n0, n1)
         return gx
 
+    def _fused_input_grad(self, g, w, geometry, x_shape):
+        """The input gradient in one C++ call (per block of samples on the pool's threads:
+        crop, product, col2im), or None without a connected BLAS."""
+        strides, dilation, pads, _ = geometry
+        kernel_size = w.shape[:-2]
+        setup = _setup(g.dtype)
+        kernel = _function("conv_input_grad", g.dtype)
+        if setup is None or not setup[1] or kernel is None:
+            return None
+        parts = setup[0]
+        n, c, f = g.shape[0], x_shape[-1], w.shape[-1]
+        kpc = math.prod(kernel_size) * c
+        out_size = _nonzero_size(g)
+        cells = math.prod(out_size)
+        samples = max(1, self.block_bytes // (cells * kpc * g.dtype.itemsize))
+        samples = min(samples, -(-n // parts))
+        crop = out_size != g.shape[1:-1]
+        scratch = pooled((parts, samples * cells * (kpc + (f if crop else 0))), g.dtype)
+        weights = np.ascontiguousarray(w.reshape(kpc, f))
+        gx = pooled(tuple(x_shape), g.dtype)
+        shape = _geometry(
+            n, c, x_shape[1:-1], out_size, kernel_size, strides, dilation, [b for b, _ in pads]
+        )
+        g_out = np.array((1,) * (3 - len(out_size)) + g.shape[1:-1], np.int64)
+        kernel(_p(g), _p(weights), _p(gx), _p(shape), _p(g_out), f, samples, _p(scratch))
+        return gx
+
     def _weight_grad(self, x, g, geometry, w_shape, saved):
         """As :meth:`NumpyConv._weight_grad`, with compiled im2col when nothing was saved."""
         strides, dilation, pads, groups = geometry
@@ -363,6 +517,8 @@ class CompiledConv(NumpyConv):
             cols = found[0]
         m, width = cols.shape
         product = self._single_channel_weight_grad(cols, g)
+        if product is None:
+            product = self._product_weight_grad(cols, g)
         if product is None:
             product = cols.T @ g.reshape(m, g.shape[-1])
         if width == math.prod(w_shape[:-1]):

@@ -2,12 +2,14 @@
 
     python bench/profile_cnn.py                # BLAS threads as they are
     python bench/profile_cnn.py --threads 1    # one BLAS thread (steadier on a busy machine)
+    python bench/profile_cnn.py --infer        # the cnn_infer256 forward instead
 
 Wraps every method of the numpy backend's conv/pool kernels (the compiled ones,
 or the NumPy ones with DLX_KERNELS=numpy), runs the cnn_train step of
-WORKLOADS.md, and prints per step: the median and minimum time of each
-primitive (per layer), the page faults inside it, the kernels' total against
-the whole step, and the time of the bare matrix products of the same shapes.
+WORKLOADS.md (or with ``--infer`` the cnn_infer256 forward), and prints per
+step: the median and minimum time of each primitive (per layer), the page
+faults inside it, the kernels' total against the whole step, and the time of
+the bare matrix products of the same shapes.
 What the kernels leave out (Dense layers, loss, Adam, autograd) is the gap
 between their total and the step.
 """
@@ -24,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from workloads.cnn import dlx_train_step  # noqa: E402
+from workloads.cnn import dlx_infer_step, dlx_train_step  # noqa: E402
 
 
 def _faults():
@@ -104,6 +106,7 @@ def main(argv=None):
     )
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--threads", type=int, default=None, help="BLAS threads (default: as is)")
+    parser.add_argument("--infer", action="store_true", help="profile cnn_infer256's forward")
     args = parser.parse_args(argv)
     limit = None
     if args.threads is not None:
@@ -111,7 +114,7 @@ def main(argv=None):
 
         limit = threadpool_limits(args.threads, "blas")
     times, faults = collections.defaultdict(list), collections.defaultdict(int)
-    step = dlx_train_step(64)
+    step = dlx_infer_step(256) if args.infer else dlx_train_step(64)
     for _ in range(10):
         step()
     _instrument(times, faults)

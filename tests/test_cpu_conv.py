@@ -35,6 +35,32 @@ def calls(monkeypatch):
     cpu_kernels.forget()
 
 
+def _without_blas(monkeypatch):
+    """As where NumPy's BLAS is no OpenBLAS the C++ code can call: the products stay NumPy's,
+    around the compiled im2col, col2im and bias + ReLU."""
+    parts = cpu_conv._parts(np.float32)
+    monkeypatch.setattr(cpu_conv, "_setup", lambda dtype: (parts, False))
+
+
+@pytest.fixture(params=["fused", "numpy products"])
+def products(request, monkeypatch):
+    """Both ways of the compiled kernels: whole primitives in C++ (with a connected BLAS),
+    and NumPy's products around the compiled helpers (without)."""
+    if request.param != "fused":
+        _without_blas(monkeypatch)
+    return request.param
+
+
+def _ran(calls, products, channels=2):
+    """Whether the compiled forward, input gradient and weight gradient (or, without a BLAS,
+    im2col and col2im) ran."""
+    if products == "fused":
+        names = ("conv_forward", "conv_input_grad", "conv_weight_grad")
+    else:
+        names = ("im2col_rows" if channels > 1 else "im2col_offsets", "col2im")
+    return all(calls.get(name) for name in names)
+
+
 def _close(actual, expected, dtype, what):
     """rtol 1e-5 (float32) / 1e-12 (float64), and as much absolutely on the scale of the
     values (sums that cancel)."""
@@ -124,8 +150,7 @@ def test_primitives_match_the_numpy_kernel_and_the_generic_code(
             assert c.dtype == dtype and c.shape == n.shape == r.shape, index
             _close(c, n, dtype, index)
             _close(c, r, dtype, index)
-    for name in ("im2col_rows" if channels > 1 else "im2col_offsets", "col2im", "bias_relu"):
-        assert calls.get(name), (name, calls)
+    assert _ran(calls, "fused"), calls
 
 
 def test_the_forward_is_bit_identical_to_the_numpy_kernel(calls):
@@ -141,11 +166,11 @@ def test_the_forward_is_bit_identical_to_the_numpy_kernel(calls):
     # the NumPy kernel's products per kernel offset are slices of the one product
     expected = NumpyConv().input_grad(g, w, geometry, x.shape)
     np.testing.assert_allclose(gx, expected, rtol=1e-6, atol=1e-6)
-    assert calls["im2col_offsets"] and calls["im2col_rows"] and calls["bias_relu"]
+    assert calls["conv_forward"] == 2 and calls["conv_input_grad"]
 
 
 @pytest.mark.parametrize("block_bytes", [1, 300, 5000])
-def test_small_blocks_cover_every_row_and_sample(calls, monkeypatch, block_bytes):
+def test_small_blocks_cover_every_row_and_sample(calls, products, monkeypatch, block_bytes):
     monkeypatch.setattr(cpu_conv.CompiledConv, "block_bytes", block_bytes)
     rng = np.random.default_rng(3)
     for channels, relu in ((1, True), (3, False), (2, True)):
@@ -156,10 +181,12 @@ def test_small_blocks_cover_every_row_and_sample(calls, monkeypatch, block_bytes
         numpy = _all_primitives(NumpyConv(), x, w, b, g, geometry, relu)
         for c, n in zip(compiled, numpy):
             np.testing.assert_allclose(c, n, rtol=1e-12, atol=1e-12)
-    assert calls["col2im"] > 3 and calls["bias_relu"] > 3
+    assert _ran(calls, products)
+    if products != "fused":
+        assert calls["col2im"] > 3 and calls["bias_relu"] > 3
 
 
-def test_even_kernels_with_same_padding_and_cropping_pads(calls):
+def test_even_kernels_with_same_padding_and_cropping_pads(calls, products):
     """Even kernels pad more after than before; a negative pad (from a transposed
     convolution) crops."""
     rng = np.random.default_rng(4)
@@ -173,11 +200,11 @@ def test_even_kernels_with_same_padding_and_cropping_pads(calls):
         reference = _generic(x, w, None, g, geometry, False)
         for index, (c, r) in enumerate(zip(compiled, reference)):
             np.testing.assert_allclose(c, r, rtol=1e-12, atol=1e-12, err_msg=str(index))
-    assert calls["im2col_rows"] and calls["col2im"]
+    assert _ran(calls, products)
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_one_by_one_kernels_take_x_as_columns(calls, channels):
+def test_one_by_one_kernels_take_x_as_columns(calls, products, channels):
     """No im2col; with one channel the bias is added after the product, not folded."""
     rng = np.random.default_rng(10)
     for relu in (0, 1):
@@ -188,7 +215,8 @@ def test_one_by_one_kernels_take_x_as_columns(calls, channels):
         reference = _generic(x, w, b, g, geometry, relu)
         for index, (c, r) in enumerate(zip(compiled, reference)):
             np.testing.assert_allclose(c, r, rtol=1e-12, atol=1e-12, err_msg=str(index))
-    assert calls["bias_relu"] and not calls.get("im2col_rows") and not calls.get("col2im")
+    assert calls["conv_forward" if products == "fused" else "bias_relu"]
+    assert not any(calls.get(name) for name in ("im2col_rows", "col2im", "conv_input_grad"))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -211,7 +239,7 @@ def test_relu_grad_is_the_generic_where(calls, dtype):
     assert calls["relu_grad"] == 3
 
 
-def test_non_contiguous_inputs(calls):
+def test_non_contiguous_inputs(calls, products):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 3, 7, 6)).transpose(0, 2, 3, 1)  # channels_first data
     w = rng.standard_normal((6, 3, 3, 5))[::2].transpose(1, 0, 2, 3)  # (3, 3, 3, 5) strided
@@ -223,7 +251,7 @@ def test_non_contiguous_inputs(calls):
     reference = _generic(x, w, b, g, geometry, True)
     for index, (c, r) in enumerate(zip(compiled, reference)):
         np.testing.assert_allclose(c, r, rtol=1e-12, atol=1e-12, err_msg=str(index))
-    assert calls["im2col_rows"] and calls["col2im"] and calls["bias_relu"]
+    assert _ran(calls, products)
 
 
 def test_groups_fall_back_to_the_numpy_kernel(calls):
@@ -284,7 +312,7 @@ def test_conv_transpose_through_the_compiled_instance(calls, rank):
         results.append([dlx.to_numpy(y)] + [dlx.to_numpy(t.grad) for t in tensors])
     for fast, slow in zip(*results):
         np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)
-    assert calls["col2im"] and calls["im2col_rows"]
+    assert calls["conv_input_grad"] and calls["conv_forward"]
 
 
 LAYER_CASES = [
@@ -316,10 +344,9 @@ def test_float64_layer_gradients_through_the_compiled_kernels(calls, cls, kwargs
     check_layer_gradients(layer, rng.standard_normal(shape))
     if kwargs.get("activation") == "relu":
         assert calls.get("relu_grad")  # no max pool follows to fold the ReLU's backward into
-    if layer.kernel_size == (1, 1):
-        assert calls.get("bias_relu")
-    else:
-        assert calls.get("col2im") and (calls.get("im2col_rows") or calls.get("im2col_offsets"))
+    assert calls.get("conv_forward") and calls.get("conv_weight_grad")
+    if layer.kernel_size != (1, 1):
+        assert calls.get("conv_input_grad")
 
 
 @pytest.mark.parametrize("filters", [16, 32, 64])
@@ -382,7 +409,7 @@ def test_single_channel_forward_other_filter_counts_use_the_product(calls):
     x, w, b, g, geometry = _case(rng, np.float32, 2, 1, (3, 3), (1, 1), (1, 1), "same", True, 8)
     y = _copy(cpu_conv.CONV.forward(x, w, b, geometry, True, False)[0])
     np.testing.assert_array_equal(y, NumpyConv().forward(x, w, b, geometry, True, False)[0])
-    assert "single_channel_forward" not in calls and calls["im2col_offsets"]
+    assert "single_channel_forward" not in calls and calls["conv_forward"]
 
 
 @pytest.mark.parametrize("block_bytes", [1, 3000, 1 << 20])
@@ -400,4 +427,30 @@ def test_input_grad_trims_the_zero_border_per_block(calls, monkeypatch, block_by
     np.testing.assert_array_equal(gx, kernel.input_grad(g, w, geometry, x.shape))
     _close(gx, NumpyConv().input_grad(g, w, geometry, x.shape), np.float32, "gx")
     assert cpu_conv._nonzero_size(g) == (6, 4)
-    assert calls["col2im"]
+    assert calls["conv_input_grad"]
+
+
+@pytest.mark.parametrize("channels,filters", [(8, 16), (1, 32), (1, 5)])
+def test_batches_split_over_the_thread_pool(calls, products, channels, filters):
+    """Batches large enough for the pool's threads to take the rows (forward) and samples
+    (input gradient) in parts, and the single-channel weight gradient in partial sums of
+    4096 rows: the forward bit for bit the NumPy kernel's (products of whole rows, or the
+    single-channel loops), the gradients within rounding, under any ``DLX_NUM_THREADS``."""
+    rng = np.random.default_rng(channels + filters)
+    x, w, b, g, geometry = _case(
+        rng, np.float32, 2, channels, (3, 3), (1, 1), (1, 1), "valid", True, filters
+    )
+    x = rng.standard_normal((12, 24, 22, channels)).astype(np.float32)
+    g = rng.standard_normal((12, 22, 20, filters)).astype(np.float32)
+    g[:, -1] = 0  # a zero border, cropped block by block
+    compiled = _all_primitives(cpu_conv.CONV, x, w, b, g, geometry, True)
+    numpy = _all_primitives(NumpyConv(), x, w, b, g, geometry, True)
+    for index, (c, n) in enumerate(zip(compiled, numpy)):
+        if index < 2 and not (channels == 1 and filters == 32):
+            np.testing.assert_array_equal(c, n, err_msg=str(index))
+        _close(c, n, np.float32, index)
+    if channels == 1 and filters == 32:
+        assert calls["single_channel_forward"] == 2
+        assert calls["single_channel_weight_grad"] == 3 or not _has_weight_grad()
+    else:
+        assert _ran(calls, products, channels)

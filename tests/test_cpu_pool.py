@@ -318,3 +318,25 @@ def test_the_largest_kept_max_window_runs_compiled(calls):
             gx, expected = _both(method, (g,), saved, x.shape, "max", (size,), (2,), ((0, 0),))
             np.testing.assert_array_equal(gx, expected)
         assert calls["max_pool_forward"] == 1  # the 126-cell one
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    "pool_size,strides,padding", [(2, 2, "valid"), (3, 2, "same"), (3, 1, "same")]
+)
+def test_batches_split_over_the_thread_pool_equal_the_numpy_kernel(
+    calls, pool_size, strides, padding
+):
+    """Batches large enough for the pool's threads to take the images in parts (tiled,
+    padded and overlapping windows, with a zero fill): the same bits as the NumPy kernel,
+    under any ``DLX_NUM_THREADS``."""
+    rng = np.random.default_rng(5)
+    pool, stride = (pool_size,) * 2, (strides,) * 2
+    x = _input(rng, (12, 17, 16, 24), np.float32, nonnegative=True)
+    pads = _pads(x.shape[1:-1], pool, stride, padding)
+    for kind, method in (("max", "backward"), ("max", "backward_relu"), ("avg", "backward")):
+        saved, y = _forward_both(x, kind, pool, stride, pads)
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        gx, expected = _both(method, (g,), saved, x.shape, kind, pool, stride, pads)
+        np.testing.assert_array_equal(gx, expected)
+    assert calls["max_pool_forward"] == 2 and calls["avg_pool_backward"] == 1

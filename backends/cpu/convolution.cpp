@@ -1,8 +1,11 @@
-// Convolution helpers around NumPy's matrix products (see backends/cpu_conv.py):
-// im2col straight from the unpadded input, col2im with no padded copy, bias + ReLU in place
-// and the ReLU gradient, each in one pass over memory; for single-channel input (K = Kp
-// columns, too few for OpenBLAS to reach its rate) the forward product with im2col fused into
-// it, and on AVX-512 the float32 weight gradient, as register-blocked loops.
+// Convolutions on dlx's thread pool (see backends/cpu_conv.py): the forward and the input
+// gradient as one parallel region each, every part taking its own blocks of rows or samples
+// through im2col, a one-thread BLAS product (parallel.h:gemm_in_line) and bias + ReLU (or
+// col2im) while they are in its cache; the weight gradient as a product split over the pool;
+// for single-channel input (K = Kp columns, too few for OpenBLAS to reach its rate) the
+// forward product with im2col fused into it, and on AVX-512 the float32 weight gradient, as
+// register-blocked loops. im2col, col2im, bias + ReLU and the ReLU gradient are also exported
+// alone, for the NumPy products where no BLAS is connected.
 //
 // Every array is channels_last and C-contiguous. 1D and 2D convolutions arrive as 3D ones
 // with leading spatial axes of size 1 (kernel 1, stride 1, dilation 1, no padding).
@@ -12,14 +15,36 @@
 // where pad_* is the zero count before each axis (negative: that many cells cropped).
 // Input cell i meets output cell o and kernel offset k when i = o * stride + k * dilation - pad.
 #include <algorithm>
+#include <atomic>
+#include <vector>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
-#include "common.h"
+#include "parallel.h"
+
+DLX_EXPORT_CONNECT
 
 namespace dlx_cpu {
+
+// Per-part slices of one scratch buffer of pool_threads() slices (allocated by the caller):
+// each part of a parallel region claims the next free one.
+template <typename T>
+class PartScratch {
+  public:
+    PartScratch(T* base, index_t size) : base_(base), size_(size) {}
+    T* claim() { return base_ + next_.fetch_add(1, std::memory_order_relaxed) * size_; }
+
+  private:
+    T* base_;
+    index_t size_;
+    std::atomic<index_t> next_{0};
+};
+
+// Multiply-adds below which a region runs in line: a hand-over to the other thread costs
+// a few microseconds.
+constexpr index_t kInLineWork = index_t(1) << 16;
 
 struct ConvGeometry {
     index_t n, c, in[3], out[3], k[3], s[3], d[3], pad[3];
@@ -282,22 +307,24 @@ void single_channel_rows<float, 64>(const float* cols, index_t stride, index_t k
                                     index_t relu, bool stream) {
     single_channel_rows_avx512<64>(cols, stride, kp, w, bias, y, rows, relu, stream);
 }
-// The weight gradient of a single-channel convolution: out (kp, 32) = cols (kp, m) @ g (m, f),
-// columns [j0, j0 + 32) of g, for KB of the kp rows from row k0; rows of g in chunks of 256
-// summed in registers, then added to out (blocked as OpenBLAS blocks its sums).
+// The weight gradient of a single-channel convolution: out (kp, 32) += cols (kp, rows) @
+// g (rows, f), columns [j0, j0 + 32) of g, for KB of the kp rows from row k0 (cols' rows
+// ``stride`` apart); rows of g in chunks of 256 summed in registers, then added to out
+// (blocked as OpenBLAS blocks its sums).
 template <index_t KB>
-void single_channel_weight_grad_block(const float* cols, const float* g, float* out, index_t m,
-                                      index_t f, index_t k0, index_t j0) {
+void single_channel_weight_grad_block(const float* cols, index_t stride, const float* g,
+                                      float* out, index_t rows, index_t f, index_t k0,
+                                      index_t j0) {
     constexpr index_t CHUNK = 256;
-    for (index_t r0 = 0; r0 < m; r0 += CHUNK) {
-        const index_t r1 = std::min(m, r0 + CHUNK);
+    for (index_t r0 = 0; r0 < rows; r0 += CHUNK) {
+        const index_t r1 = std::min(rows, r0 + CHUNK);
         __m512 acc[KB][2];
         for (index_t k = 0; k < KB; ++k) acc[k][0] = acc[k][1] = _mm512_setzero_ps();
         for (index_t r = r0; r < r1; ++r) {
             const __m512 g0 = _mm512_loadu_ps(g + r * f + j0);
             const __m512 g1 = _mm512_loadu_ps(g + r * f + j0 + 16);
             for (index_t k = 0; k < KB; ++k) {
-                const __m512 v = _mm512_set1_ps(cols[(k0 + k) * m + r]);
+                const __m512 v = _mm512_set1_ps(cols[(k0 + k) * stride + r]);
                 acc[k][0] = _mm512_fmadd_ps(v, g0, acc[k][0]);
                 acc[k][1] = _mm512_fmadd_ps(v, g1, acc[k][1]);
             }
@@ -310,59 +337,88 @@ void single_channel_weight_grad_block(const float* cols, const float* g, float* 
     }
 }
 
-// out (kp, f) = cols (kp, m) @ g (m, f) for f a multiple of 32 (float on AVX-512 only);
-// out is zeroed first.
+// Rows of g per partial sum of the single-channel weight gradient: a fixed size, so the
+// sums (partials added in order) come out the same however many threads share them.
+constexpr index_t kWeightGradRows = 4096;
+
+// out (kp, f) = cols (kp, m) @ g (m, f) for f a multiple of 32 (float on AVX-512 only):
+// partial sums over blocks of kWeightGradRows rows of g, split over the pool, each into
+// its slice of ``partials`` ((m / kWeightGradRows rounded up) * kp * f), then added in
+// block order.
 inline void single_channel_weight_grad_f32(const float* cols, const float* g, float* out,
-                                           index_t kp, index_t m, index_t f) {
-    std::memset(out, 0, sizeof(float) * kp * f);
-    for (index_t j0 = 0; j0 + 32 <= f; j0 += 32) {
-        for (index_t k0 = 0; k0 < kp; k0 += 12) {
-            switch (std::min<index_t>(12, kp - k0)) {
-#define DLX_CASE(KB)                                                                       \
-    case KB:                                                                               \
-        single_channel_weight_grad_block<KB>(cols, g, out, m, f, k0, j0);                  \
+                                           index_t kp, index_t m, index_t f, float* partials) {
+    const index_t blocks = (m + kWeightGradRows - 1) / kWeightGradRows;
+    parallel_for(blocks, 1, [&](index_t b0, index_t b1) {
+        for (index_t b = b0; b < b1; ++b) {
+            const index_t r0 = b * kWeightGradRows, rows = std::min(m - r0, kWeightGradRows);
+            float* part = blocks == 1 ? out : partials + b * kp * f;
+            std::memset(part, 0, sizeof(float) * kp * f);
+            for (index_t j0 = 0; j0 + 32 <= f; j0 += 32) {
+                for (index_t k0 = 0; k0 < kp; k0 += 12) {
+                    switch (std::min<index_t>(12, kp - k0)) {
+#define DLX_CASE(KB)                                                                      \
+    case KB:                                                                              \
+        single_channel_weight_grad_block<KB>(cols + r0, m, g + r0 * f, part, rows, f, k0, \
+                                             j0);                                         \
         break;
-                DLX_CASE(1) DLX_CASE(2) DLX_CASE(3) DLX_CASE(4) DLX_CASE(5) DLX_CASE(6)
-                DLX_CASE(7) DLX_CASE(8) DLX_CASE(9) DLX_CASE(10) DLX_CASE(11) DLX_CASE(12)
+                        DLX_CASE(1) DLX_CASE(2) DLX_CASE(3) DLX_CASE(4) DLX_CASE(5) DLX_CASE(6)
+                        DLX_CASE(7) DLX_CASE(8) DLX_CASE(9) DLX_CASE(10) DLX_CASE(11) DLX_CASE(12)
 #undef DLX_CASE
+                    }
+                }
             }
         }
+    });
+    if (blocks == 1) return;
+    const index_t size = kp * f;
+    std::memcpy(out, partials, sizeof(float) * size);
+    for (index_t b = 1; b < blocks; ++b) {
+        const float* part = partials + b * size;
+#pragma omp simd
+        for (index_t i = 0; i < size; ++i) out[i] += part[i];
     }
 }
 #endif
 
 // The whole forward of a single-channel convolution with f filters (16, 32 or 64; others do
-// nothing): y (M, f) = columns @ w (Kp, f) + bias, ReLU'd when relu,
-// in blocks of ``block`` rows, each im2col'd (im2col_offsets) and multiplied while in the
+// nothing): y (M, f) = columns @ w (Kp, f) + bias, ReLU'd when relu, in blocks of ``block``
+// rows split over the pool, each im2col'd (im2col_offsets) and multiplied while in the
 // cache. keep: cols is the whole transposed columns (Kp [+ ones], M), written for the weight
-// gradient; otherwise a scratch (Kp, block). stream: y goes out with non-temporal stores.
+// gradient; otherwise pool_threads() scratch slices of (Kp, block). stream: y goes out with
+// non-temporal stores.
 template <typename T>
 void single_channel_forward(const T* x, T* cols, const index_t* geometry, index_t ones,
-                               const T* w, const T* bias, T* y, index_t f, index_t relu,
-                               index_t keep, index_t block, index_t stream) {
+                            const T* w, const T* bias, T* y, index_t f, index_t relu,
+                            index_t keep, index_t block, index_t stream) {
     const ConvGeometry g(geometry);
     const index_t kp = g.kernel_cells(), m = g.n * g.out[0] * g.out[1] * g.out[2];
     if (f != 16 && f != 32 && f != 64) return;
     // an output far larger than the cache goes to memory anyway: non-temporal stores skip
     // reading it in first (AVX-512 float only; y must then be 64-byte aligned)
     const bool nt = stream && reinterpret_cast<std::uintptr_t>(y) % 64 == 0 && f % 16 == 0;
-    for (index_t r0 = 0; r0 < m; r0 += block) {
-        const index_t r1 = std::min(m, r0 + block);
-        T* at = keep ? cols + r0 : cols;
-        const index_t stride = keep ? m : block;
-        im2col_offsets(x, at, geometry, keep ? ones : 0, r0, r1, stride);
-        T* out = y + r0 * f;
-        if (f == 16) {
-            single_channel_rows<T, 16>(at, stride, kp, w, bias, out, r1 - r0, relu, nt);
-        } else if (f == 32) {
-            single_channel_rows<T, 32>(at, stride, kp, w, bias, out, r1 - r0, relu, nt);
-        } else {
-            single_channel_rows<T, 64>(at, stride, kp, w, bias, out, r1 - r0, relu, nt);
+    const index_t blocks = (m + block - 1) / block;
+    PartScratch<T> scratch(cols, kp * block);
+    const index_t grain = std::max<index_t>(1, kInLineWork / (block * kp * f));
+    parallel_for(blocks, grain, [&](index_t b0, index_t b1) {
+        T* own = keep ? nullptr : scratch.claim();
+        for (index_t b = b0; b < b1; ++b) {
+            const index_t r0 = b * block, r1 = std::min(m, r0 + block);
+            T* at = keep ? cols + r0 : own;
+            const index_t stride = keep ? m : block;
+            im2col_offsets(x, at, geometry, keep ? ones : 0, r0, r1, stride);
+            T* out = y + r0 * f;
+            if (f == 16) {
+                single_channel_rows<T, 16>(at, stride, kp, w, bias, out, r1 - r0, relu, nt);
+            } else if (f == 32) {
+                single_channel_rows<T, 32>(at, stride, kp, w, bias, out, r1 - r0, relu, nt);
+            } else {
+                single_channel_rows<T, 64>(at, stride, kp, w, bias, out, r1 - r0, relu, nt);
+            }
         }
-    }
 #if defined(__AVX512F__)
-    if (nt) _mm_sfence();
+        if (nt) _mm_sfence();  // each thread orders its own streamed stores
 #endif
+    });
 }
 
 // The input gradient from the columns' gradient dcols (N * O, Kp * C), for samples [n0, n1)
@@ -441,29 +497,192 @@ void relu_grad(const T* g, const T* y, T* out, index_t size) {
     for (index_t i = 0; i < size; ++i) out[i] = y[i] > T(0) ? g[i] : T(0);
 }
 
+
+// Elements per part of the memory-bound loops: below this a hand-over to another thread
+// costs more than it saves.
+constexpr index_t kGrain = index_t(1) << 14;
+
+inline index_t rows_grain(index_t row_size) {
+    return std::max<index_t>(1, kGrain / std::max<index_t>(1, row_size));
+}
+
+// The column layouts of conv_forward (backends/cpu_conv.py says which).
+enum ColumnLayout : index_t {
+    kRows = 0,     // (M, Kp * C) rows, as im2col_rows writes them
+    kOffsets = 1,  // single-channel: transposed (Kp [+ ones], M), as im2col_offsets writes
+    kView = 2,     // 1x1 kernels, stride 1, no padding: x itself, (M, C)
+};
+
+// The forward of a convolution: y (M, F) = columns (M, width) @ w (width, F), + bias, then
+// max(y, 0) when relu, in blocks of ``block`` rows split over the pool. Each part im2cols
+// a block, multiplies it at once (one BLAS thread per part) and adds bias + ReLU to its rows
+// while they are in its cache; the product of each row is the one the whole product gives.
+// keep: cols is the whole columns in ``layout`` (kept for the weight gradient; with kOffsets
+// and ones, its last row holds ones); otherwise pool_threads() scratch slices of
+// block * width. kView reads x and leaves cols alone.
+template <typename T>
+void conv_forward(const T* x, T* cols, const index_t* geometry, index_t layout, index_t ones,
+                  const T* w, const T* bias, T* y, index_t f, index_t relu, index_t keep,
+                  index_t block) {
+    const ConvGeometry g(geometry);
+    const index_t m = g.n * g.out[0] * g.out[1] * g.out[2];
+    const index_t width = layout == kView      ? g.c
+                          : layout == kOffsets ? g.kernel_cells() + ones
+                                               : g.kernel_cells() * g.c;
+    void* product = blas_gemm<T>();
+    const index_t blocks = (m + block - 1) / block;
+    PartScratch<T> scratch(cols, block * width);
+    OneBlasThread one_thread;
+    const index_t grain = std::max<index_t>(1, kInLineWork / (block * width * f));
+    parallel_for(blocks, grain, [&](index_t b0, index_t b1) {
+        T* own = keep || layout == kView ? nullptr : scratch.claim();
+        for (index_t b = b0; b < b1; ++b) {
+            const index_t r0 = b * block, r1 = std::min(m, r0 + block), rows = r1 - r0;
+            T* out = y + r0 * f;
+            if (layout == kView) {
+                gemm_in_line<T>(product, false, false, rows, f, width, T(1), x + r0 * width,
+                                width, w, f, T(0), out, f);
+            } else if (layout == kRows) {
+                T* at = keep ? cols + r0 * width : own;
+                im2col_rows(x, at, geometry, r0, r1);
+                gemm_in_line<T>(product, false, false, rows, f, width, T(1), at, width, w, f,
+                                T(0), out, f);
+            } else {
+                T* at = keep ? cols + r0 : own;
+                const index_t stride = keep ? m : block;
+                im2col_offsets(x, at, geometry, ones, r0, r1, stride);
+                gemm_in_line<T>(product, true, false, rows, f, width, T(1), at, stride, w, f,
+                                T(0), out, f);
+            }
+            bias_relu(out, bias, rows, f, relu);
+        }
+    });
+}
+
+// The input gradient gx (N, *in, C) of a convolution from g (N, *g_out, F) and w (Kp * C, F),
+// in blocks of ``samples`` samples split over the pool: each part multiplies a block's rows
+// of g by w.T into its own columns' gradient (rows, Kp * C) and adds them into gx (col2im)
+// at once. The geometry's output size may be smaller than g_out (trailing all-zero slices
+// cropped): each block's rows are then first copied into the part's scratch. scratch:
+// pool_threads() slices of samples * O * (Kp * C, + F when cropped).
+template <typename T>
+void conv_input_grad(const T* gy, const T* w, T* gx, const index_t* geometry,
+                     const index_t* g_out, index_t f, index_t samples, T* scratch) {
+    const ConvGeometry g(geometry);
+    const index_t kpc = g.kernel_cells() * g.c;
+    const index_t cells = g.out[0] * g.out[1] * g.out[2];
+    const index_t g_cells = g_out[0] * g_out[1] * g_out[2];
+    const bool crop = g_cells != cells;
+    const index_t block_rows = samples * cells, line = g.out[2] * f;
+    PartScratch<T> parts(scratch, block_rows * (kpc + (crop ? f : 0)));
+    void* product = blas_gemm<T>();
+    const index_t blocks = (g.n + samples - 1) / samples;
+    OneBlasThread one_thread;
+    const index_t grain = std::max<index_t>(1, kInLineWork / (block_rows * kpc * f));
+    parallel_for(blocks, grain, [&](index_t b0, index_t b1) {
+        T* dcols = parts.claim();
+        T* cropped = dcols + block_rows * kpc;
+        for (index_t b = b0; b < b1; ++b) {
+            const index_t n0 = b * samples, n1 = std::min(g.n, n0 + samples);
+            const T* a = gy + n0 * g_cells * f;
+            if (crop) {
+                T* dst = cropped;
+                for (index_t n = n0; n < n1; ++n) {
+                    for (index_t oz = 0; oz < g.out[0]; ++oz) {
+                        for (index_t oy = 0; oy < g.out[1]; ++oy, dst += line) {
+                            const index_t at = ((n * g_out[0] + oz) * g_out[1] + oy) * g_out[2];
+                            std::memcpy(dst, gy + at * f, sizeof(T) * line);
+                        }
+                    }
+                }
+                a = cropped;
+            }
+            gemm_in_line<T>(product, false, true, (n1 - n0) * cells, kpc, f, T(1), a, f, w, f,
+                            T(0), dcols, kpc);
+            col2im(dcols, gx, geometry, n0, n1);
+        }
+    });
+}
+
+// dL/dw (width, F) of a convolution = columns.T @ g (M, F), the columns as (M, width), or
+// with ``transposed`` as their transpose (width, M) (the single-channel layout): one
+// product split over the pool.
+template <typename T>
+void conv_weight_grad(const T* cols, const T* g, T* out, index_t width, index_t m, index_t f,
+                      index_t transposed) {
+    if (transposed) {
+        gemm<T>(false, false, width, f, m, T(1), cols, m, g, f, T(0), out, f);
+    } else {
+        gemm<T>(true, false, width, f, m, T(1), cols, width, g, f, T(0), out, f);
+    }
+}
+
+// The helpers alone (for the NumPy products), split over the pool.
+
+template <typename T>
+void im2col_rows_split(const T* x, T* cols, const index_t* geometry, index_t r0, index_t r1) {
+    const ConvGeometry g(geometry);
+    const index_t kpc = g.kernel_cells() * g.c;
+    parallel_for(r1 - r0, rows_grain(kpc), [&](index_t a, index_t b) {
+        im2col_rows(x, cols + a * kpc, geometry, r0 + a, r0 + b);
+    });
+}
+
+template <typename T>
+void im2col_offsets_split(const T* x, T* cols, const index_t* geometry, index_t ones, index_t r0,
+                          index_t r1, index_t stride) {
+    const ConvGeometry g(geometry);
+    parallel_for(r1 - r0, rows_grain(g.kernel_cells() + ones), [&](index_t a, index_t b) {
+        im2col_offsets(x, cols + a, geometry, ones, r0 + a, r0 + b, stride);
+    });
+}
+
+template <typename T>
+void col2im_split(const T* dcols, T* gx, const index_t* geometry, index_t n0, index_t n1) {
+    const ConvGeometry g(geometry);
+    const index_t sample = g.out[0] * g.out[1] * g.out[2] * g.kernel_cells() * g.c;
+    parallel_for(n1 - n0, rows_grain(sample), [&](index_t a, index_t b) {
+        col2im(dcols + a * sample, gx, geometry, n0 + a, n0 + b);
+    });
+}
+
+template <typename T>
+void bias_relu_split(T* y, const T* bias, index_t m, index_t f, index_t relu) {
+    parallel_for(m, rows_grain(f), [&](index_t a, index_t b) {
+        bias_relu(y + a * f, bias, b - a, f, relu);
+    });
+}
+
+template <typename T>
+void relu_grad_split(const T* g, const T* y, T* out, index_t size) {
+    parallel_for(size, kGrain, [&](index_t a, index_t b) {
+        relu_grad(g + a, y + a, out + a, b - a);
+    });
+}
+
 }  // namespace dlx_cpu
 
 #define DLX_CONVOLUTION(T, suffix)                                                           \
     extern "C" void dlx_im2col_rows_##suffix(const T* x, T* cols, const dlx_cpu::index_t* g,  \
                                              dlx_cpu::index_t r0, dlx_cpu::index_t r1) {     \
-        dlx_cpu::im2col_rows<T>(x, cols, g, r0, r1);                                         \
+        dlx_cpu::im2col_rows_split<T>(x, cols, g, r0, r1);                                         \
     }                                                                                        \
     extern "C" void dlx_im2col_offsets_##suffix(const T* x, T* cols, const dlx_cpu::index_t* g, \
                                                 dlx_cpu::index_t ones, dlx_cpu::index_t r0,  \
                                                 dlx_cpu::index_t r1, dlx_cpu::index_t stride) { \
-        dlx_cpu::im2col_offsets<T>(x, cols, g, ones, r0, r1, stride);                        \
+        dlx_cpu::im2col_offsets_split<T>(x, cols, g, ones, r0, r1, stride);                        \
     }                                                                                        \
     extern "C" void dlx_col2im_##suffix(const T* dcols, T* gx, const dlx_cpu::index_t* g,    \
                                         dlx_cpu::index_t n0, dlx_cpu::index_t n1) {          \
-        dlx_cpu::col2im<T>(dcols, gx, g, n0, n1);                                            \
+        dlx_cpu::col2im_split<T>(dcols, gx, g, n0, n1);                                            \
     }                                                                                        \
     extern "C" void dlx_bias_relu_##suffix(T* y, const T* bias, dlx_cpu::index_t m,          \
                                            dlx_cpu::index_t f, dlx_cpu::index_t relu) {      \
-        dlx_cpu::bias_relu<T>(y, bias, m, f, relu);                                          \
+        dlx_cpu::bias_relu_split<T>(y, bias, m, f, relu);                                          \
     }                                                                                        \
     extern "C" void dlx_relu_grad_##suffix(const T* g, const T* y, T* out,                   \
                                            dlx_cpu::index_t size) {                          \
-        dlx_cpu::relu_grad<T>(g, y, out, size);                                              \
+        dlx_cpu::relu_grad_split<T>(g, y, out, size);                                              \
     }                                                                                        \
     extern "C" void dlx_single_channel_forward_##suffix(                                     \
         const T* x, T* cols, const dlx_cpu::index_t* g, dlx_cpu::index_t ones, const T* w,   \
@@ -471,13 +690,36 @@ void relu_grad(const T* g, const T* y, T* out, index_t size) {
         dlx_cpu::index_t keep, dlx_cpu::index_t block, dlx_cpu::index_t stream) {            \
         dlx_cpu::single_channel_forward<T>(x, cols, g, ones, w, bias, y, f, relu, keep,       \
                                            block, stream);                                   \
+    }                                                                                        \
+    extern "C" void dlx_conv_forward_##suffix(                                               \
+        const T* x, T* cols, const dlx_cpu::index_t* g, dlx_cpu::index_t layout,             \
+        dlx_cpu::index_t ones, const T* w, const T* bias, T* y, dlx_cpu::index_t f,          \
+        dlx_cpu::index_t relu, dlx_cpu::index_t keep, dlx_cpu::index_t block) {              \
+        dlx_cpu::conv_forward<T>(x, cols, g, layout, ones, w, bias, y, f, relu, keep, block); \
+    }                                                                                        \
+    extern "C" void dlx_conv_input_grad_##suffix(                                            \
+        const T* gy, const T* w, T* gx, const dlx_cpu::index_t* g,                           \
+        const dlx_cpu::index_t* g_out, dlx_cpu::index_t f, dlx_cpu::index_t samples,         \
+        T* scratch) {                                                                        \
+        dlx_cpu::conv_input_grad<T>(gy, w, gx, g, g_out, f, samples, scratch);               \
+    }                                                                                        \
+    extern "C" void dlx_conv_weight_grad_##suffix(                                           \
+        const T* cols, const T* g, T* out, dlx_cpu::index_t width, dlx_cpu::index_t m,       \
+        dlx_cpu::index_t f, dlx_cpu::index_t transposed) {                                   \
+        dlx_cpu::conv_weight_grad<T>(cols, g, out, width, m, f, transposed);                 \
+    }                                                                                        \
+    /* setup[0] = the parts a region may have (slices of a scratch buffer), setup[1] = 1 */ \
+    /* when a BLAS is connected for T (written, not returned: test spies wrap calls) */      \
+    extern "C" void dlx_conv_setup_##suffix(dlx_cpu::index_t* setup) {                      \
+        setup[0] = dlx_cpu::pool_threads();                                                  \
+        setup[1] = dlx_cpu::blas_gemm<T>() != nullptr;                                       \
     }
 DLX_CONVOLUTION(float, f32)
 #if defined(__AVX512F__)
 extern "C" void dlx_single_channel_weight_grad_f32(const float* cols, const float* g, float* out,
                                                    dlx_cpu::index_t kp, dlx_cpu::index_t m,
-                                                   dlx_cpu::index_t f) {
-    dlx_cpu::single_channel_weight_grad_f32(cols, g, out, kp, m, f);
+                                                   dlx_cpu::index_t f, float* partials) {
+    dlx_cpu::single_channel_weight_grad_f32(cols, g, out, kp, m, f, partials);
 }
 #endif
 DLX_CONVOLUTION(double, f64)

@@ -1,4 +1,5 @@
-// Max and average pooling, 1-D to 3-D, channels_last, in one pass over memory.
+// Max and average pooling, 1-D to 3-D, channels_last, in one pass over memory, the images
+// split over dlx's thread pool (parallel.h).
 //
 // The NumPy kernel (backends/numpy_conv.py:NumpyPool) makes a pass per window offset and,
 // in the max backward, compares x with y again; here every window is read once and the
@@ -9,7 +10,9 @@
 #include <limits>
 #include <vector>
 
-#include "common.h"
+#include "parallel.h"
+
+DLX_EXPORT_CONNECT
 
 namespace dlx_cpu {
 
@@ -45,15 +48,16 @@ inline Span span(const Geometry& g, int a, index_t o) {
     return {start < 0 ? -start : 0, std::min(g.k[a], g.in[a] - start), start};
 }
 
-// Calls f(out, n, d, h, w) for every window: out = its row in y (N, *out) and the spans of
-// its valid cells; windows of each image in row-major order, or in reverse with `reverse`.
+// Calls f(out, n, d, h, w) for every window of images [n0, n1): out = its row in y (N, *out)
+// and the spans of its valid cells; windows of each image in row-major order, or in reverse
+// with `reverse`.
 template <typename F>
-void each_window(const Geometry& g, bool reverse, F&& f) {
+void each_window(const Geometry& g, index_t n0, index_t n1, bool reverse, F&& f) {
     std::vector<Span> spans[3];
     for (int a = 0; a < 3; ++a) {
         for (index_t o = 0; o < g.out[a]; ++o) spans[a].push_back(span(g, a, o));
     }
-    for (index_t n = 0; n < g.n; ++n) {
+    for (index_t n = n0; n < n1; ++n) {
         for (index_t i = 0; i < g.out[0]; ++i) {
             const index_t od = reverse ? g.out[0] - 1 - i : i;
             for (index_t j = 0; j < g.out[1]; ++j) {
@@ -76,6 +80,16 @@ inline index_t cell(const Geometry& g, index_t n, const Span& sd, index_t kd, co
 
 inline index_t valid_cells(const Span& sd, const Span& sh, const Span& sw) {
     return (sd.hi - sd.lo) * (sh.hi - sh.lo) * (sw.hi - sw.lo);
+}
+
+// body(n0, n1) over the images split over the pool, at least about 2^14 elements of x and
+// y per part (below that a hand-over to another thread costs more than it saves). Every
+// image's windows run on one thread in their order: the results do not depend on the split.
+template <typename Body>
+void each_image_range(const Geometry& g, const Body& body) {
+    const index_t cells = (g.in[0] * g.in[1] * g.in[2] + g.out[0] * g.out[1] * g.out[2]) * g.c;
+    parallel_for(g.n, std::max<index_t>(1, (index_t(1) << 14) / std::max<index_t>(1, cells)),
+                 body);
 }
 
 // The valid cells of each window in row-major kernel order: their first elements in x
@@ -197,15 +211,15 @@ inline void max_channels(const T* __restrict__ x, const index_t* r, const T* k, 
 // y = the maximum of each window (NaN when it holds one, as np.maximum gives; padded cells
 // count as -inf); hits (with `keep`) = the offset of the first cell equal to it.
 template <typename T, bool keep>
-void max_forward_windows(const Geometry& g, const T* __restrict__ x, T* __restrict__ y,
-                         std::uint8_t* __restrict__ hits) {
+void max_forward_windows(const Geometry& g, index_t n0, index_t n1, const T* __restrict__ x,
+                         T* __restrict__ y, std::uint8_t* __restrict__ hits) {
     constexpr index_t W = 2 * sizeof(typename Vec<T>::type) / sizeof(T);  // two vectors
     const index_t c = g.c;
     WindowCells<T> cells(g);
     std::vector<T> scratch(c);  // the offsets as T while a window is scanned
     T* __restrict__ at = scratch.data();
     const T no_hit = T(kNoHit), inf = std::numeric_limits<T>::infinity();
-    each_window(g, false, [&](index_t out, index_t n, Span sd, Span sh, Span sw) {
+    each_window(g, n0, n1, false, [&](index_t out, index_t n, Span sd, Span sh, Span sw) {
         const index_t m = cells(n, sd, sh, sw);
         const index_t* r = cells.rows();
         const T* k = cells.offsets;
@@ -257,11 +271,13 @@ void max_forward_windows(const Geometry& g, const T* __restrict__ x, T* __restri
 template <typename T>
 void max_pool_forward(const T* x, T* y, std::uint8_t* hits, const index_t* geometry) {
     const Geometry g(geometry);
-    if (hits) {
-        max_forward_windows<T, true>(g, x, y, hits);
-    } else {
-        max_forward_windows<T, false>(g, x, y, hits);
-    }
+    each_image_range(g, [&](index_t n0, index_t n1) {
+        if (hits) {
+            max_forward_windows<T, true>(g, n0, n1, x, y, hits);
+        } else {
+            max_forward_windows<T, false>(g, n0, n1, x, y, hits);
+        }
+    });
 }
 
 enum MaxBackwardFlags : index_t {
@@ -273,7 +289,7 @@ enum MaxBackwardFlags : index_t {
 };
 
 template <typename T, bool relu, bool keep_g, int mode>  // mode: 0 select, 1 multiply, 2 add
-void max_backward_windows(const Geometry& g, const T* __restrict__ gy,
+void max_backward_windows(const Geometry& g, index_t n0, index_t n1, const T* __restrict__ gy,
                           const std::uint8_t* __restrict__ hits, T* __restrict__ gx) {
     const index_t c = g.c;
     WindowCells<T> cells(g);
@@ -282,7 +298,7 @@ void max_backward_windows(const Geometry& g, const T* __restrict__ gy,
     T* __restrict__ gw = at + c;
     // overlapping windows: adding in reverse window order adds into each cell in the
     // order of the NumPy kernel (one pass per kernel offset, offsets in row-major order)
-    each_window(g, mode == 2, [&](index_t out, index_t n, Span sd, Span sh, Span sw) {
+    each_window(g, n0, n1, mode == 2, [&](index_t out, index_t n, Span sd, Span sh, Span sw) {
         const index_t m = cells(n, sd, sh, sw);
         const index_t* r = cells.rows();
         const T* k = cells.offsets;
@@ -313,15 +329,22 @@ void max_backward_windows(const Geometry& g, const T* __restrict__ gy,
 }
 
 template <typename T, bool relu, bool keep_g>
-void max_backward_mode(const Geometry& g, const T* gy, const std::uint8_t* hits, T* gx,
-                       index_t flags) {
+void max_backward_mode(const Geometry& g, index_t n0, index_t n1, const T* gy,
+                       const std::uint8_t* hits, T* gx, index_t flags) {
     if (flags & kOverlap) {
-        max_backward_windows<T, relu, keep_g, 2>(g, gy, hits, gx);
+        max_backward_windows<T, relu, keep_g, 2>(g, n0, n1, gy, hits, gx);
     } else if (flags & kMultiply) {
-        max_backward_windows<T, relu, keep_g, 1>(g, gy, hits, gx);
+        max_backward_windows<T, relu, keep_g, 1>(g, n0, n1, gy, hits, gx);
     } else {
-        max_backward_windows<T, relu, keep_g, 0>(g, gy, hits, gx);
+        max_backward_windows<T, relu, keep_g, 0>(g, n0, n1, gy, hits, gx);
     }
+}
+
+// gx of images [n0, n1) = 0
+template <typename T>
+void zero_images(const Geometry& g, T* gx, index_t n0, index_t n1) {
+    const index_t image = g.in[0] * g.in[1] * g.in[2] * g.c;
+    std::fill(gx + n0 * image, gx + n1 * image, T(0));
 }
 
 // gx (N, *in, C) = the gradient of max pooling for gy (N, *out, C), from the forward's hits.
@@ -329,29 +352,27 @@ template <typename T>
 void max_pool_backward(const T* gy, const std::uint8_t* hits, T* gx,
                        const index_t* geometry, index_t flags) {
     const Geometry g(geometry);
-    if (flags & kZeroFill) {
-        std::fill(gx, gx + g.n * g.in[0] * g.in[1] * g.in[2] * g.c, T(0));
-    }
-    if (!(flags & kRelu)) {
-        max_backward_mode<T, false, false>(g, gy, hits, gx, flags);
-    } else if (flags & kKeepG) {
-        max_backward_mode<T, true, true>(g, gy, hits, gx, flags);
-    } else {
-        max_backward_mode<T, true, false>(g, gy, hits, gx, flags);
-    }
+    each_image_range(g, [&](index_t n0, index_t n1) {
+        if (flags & kZeroFill) zero_images(g, gx, n0, n1);
+        if (!(flags & kRelu)) {
+            max_backward_mode<T, false, false>(g, n0, n1, gy, hits, gx, flags);
+        } else if (flags & kKeepG) {
+            max_backward_mode<T, true, true>(g, n0, n1, gy, hits, gx, flags);
+        } else {
+            max_backward_mode<T, true, false>(g, n0, n1, gy, hits, gx, flags);
+        }
+    });
 }
 
-// y = the mean of the valid cells of each window. The sum runs over the kernel offsets in
-// row-major order, or with `tiles` (strides == pool_size, no padding) axis by axis, the
-// first axis innermost, as the NumPy kernel's _pool_tiles adds.
+// avg_pool_forward for images [n0, n1)
 template <typename T>
-void avg_pool_forward(const T* x, T* y, const index_t* geometry, index_t tiles) {
-    const Geometry g(geometry);
+void avg_forward_images(const Geometry& g, index_t n0, index_t n1, const T* x, T* y,
+                        index_t tiles) {
     const index_t c = g.c;
     std::vector<T> scratch(tiles ? 2 * c : 0);
     T* t1 = scratch.data();
     T* t2 = t1 + (tiles ? c : 0);
-    each_window(g, false, [&](index_t out, index_t n, Span sd, Span sh, Span sw) {
+    each_window(g, n0, n1, false, [&](index_t out, index_t n, Span sd, Span sh, Span sw) {
         T* yr = y + out * c;
         if (tiles) {
             for (index_t kw = 0; kw < g.k[2]; ++kw) {
@@ -400,19 +421,14 @@ void avg_pool_forward(const T* x, T* y, const index_t* geometry, index_t tiles) 
     });
 }
 
-// gx (N, *in, C) = the gradient of average pooling: g / (valid cells) into each valid cell,
-// written (disjoint windows) or added (overlapping: kOverlap, in the NumPy kernel's order).
+// avg_pool_backward for images [n0, n1), without the zero fill
 template <typename T>
-void avg_pool_backward(const T* gy, T* gx, const index_t* geometry, index_t flags) {
-    const Geometry g(geometry);
+void avg_backward_images(const Geometry& g, index_t n0, index_t n1, const T* gy, T* gx,
+                         bool overlap) {
     const index_t c = g.c;
-    const bool overlap = flags & kOverlap;
-    if (flags & kZeroFill) {
-        std::fill(gx, gx + g.n * g.in[0] * g.in[1] * g.in[2] * c, T(0));
-    }
     std::vector<T> share(c);
     T* sr = share.data();
-    each_window(g, overlap, [&](index_t out, index_t n, Span sd, Span sh, Span sw) {
+    each_window(g, n0, n1, overlap, [&](index_t out, index_t n, Span sd, Span sh, Span sw) {
         const T* gr = gy + out * c;
         const T count = T(valid_cells(sd, sh, sw));
 #pragma omp simd
@@ -430,6 +446,28 @@ void avg_pool_backward(const T* gy, T* gx, const index_t* geometry, index_t flag
                 }
             }
         }
+    });
+}
+
+// y = the mean of the valid cells of each window. The sum runs over the kernel offsets in
+// row-major order, or with `tiles` (strides == pool_size, no padding) axis by axis, the
+// first axis innermost, as the NumPy kernel's _pool_tiles adds.
+template <typename T>
+void avg_pool_forward(const T* x, T* y, const index_t* geometry, index_t tiles) {
+    const Geometry g(geometry);
+    each_image_range(g, [&](index_t n0, index_t n1) {
+        avg_forward_images(g, n0, n1, x, y, tiles);
+    });
+}
+
+// gx (N, *in, C) = the gradient of average pooling: g / (valid cells) into each valid cell,
+// written (disjoint windows) or added (overlapping: kOverlap, in the NumPy kernel's order).
+template <typename T>
+void avg_pool_backward(const T* gy, T* gx, const index_t* geometry, index_t flags) {
+    const Geometry g(geometry);
+    each_image_range(g, [&](index_t n0, index_t n1) {
+        if (flags & kZeroFill) zero_images(g, gx, n0, n1);
+        avg_backward_images(g, n0, n1, gy, gx, flags & kOverlap);
     });
 }
 
