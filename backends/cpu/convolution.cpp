@@ -46,6 +46,27 @@ class PartScratch {
 // a few microseconds.
 constexpr index_t kInLineWork = index_t(1) << 16;
 
+// body(state, b) for the blocks b in [0, blocks) over the pool, with state = start() once
+// per part (its scratch). The parts claim the blocks one at a time, so a thread that starts
+// late (its core busy with another process) leaves its share to the others instead of
+// holding the region up. In line below 2 * grain blocks.
+template <typename Start, typename Body>
+void each_block(index_t blocks, index_t grain, const Start& start, const Body& body) {
+    if (blocks <= 0) return;
+    const index_t parts =
+        blocks < 2 * grain ? 1 : std::min<index_t>(pool_threads(), blocks / grain);
+    std::atomic<index_t> next{0};
+    parallel_for(parts, 1, [&](index_t p0, index_t p1) {
+        for (index_t p = p0; p < p1; ++p) {  // more than one: in line
+            auto state = start();
+            for (index_t b = next.fetch_add(1, std::memory_order_relaxed); b < blocks;
+                 b = next.fetch_add(1, std::memory_order_relaxed)) {
+                body(state, b);
+            }
+        }
+    });
+}
+
 struct ConvGeometry {
     index_t n, c, in[3], out[3], k[3], s[3], d[3], pad[3];
     explicit ConvGeometry(const index_t* g) : n(g[0]), c(g[1]) {
@@ -348,23 +369,20 @@ constexpr index_t kWeightGradRows = 4096;
 inline void single_channel_weight_grad_f32(const float* cols, const float* g, float* out,
                                            index_t kp, index_t m, index_t f, float* partials) {
     const index_t blocks = (m + kWeightGradRows - 1) / kWeightGradRows;
-    parallel_for(blocks, 1, [&](index_t b0, index_t b1) {
-        for (index_t b = b0; b < b1; ++b) {
-            const index_t r0 = b * kWeightGradRows, rows = std::min(m - r0, kWeightGradRows);
-            float* part = blocks == 1 ? out : partials + b * kp * f;
-            std::memset(part, 0, sizeof(float) * kp * f);
-            for (index_t j0 = 0; j0 + 32 <= f; j0 += 32) {
-                for (index_t k0 = 0; k0 < kp; k0 += 12) {
-                    switch (std::min<index_t>(12, kp - k0)) {
-#define DLX_CASE(KB)                                                                      \
-    case KB:                                                                              \
-        single_channel_weight_grad_block<KB>(cols + r0, m, g + r0 * f, part, rows, f, k0, \
-                                             j0);                                         \
+    each_block(blocks, 1, [] { return 0; }, [&](int, index_t b) {
+        const index_t r0 = b * kWeightGradRows, rows = std::min(m - r0, kWeightGradRows);
+        float* part = blocks == 1 ? out : partials + b * kp * f;
+        std::memset(part, 0, sizeof(float) * kp * f);
+        for (index_t j0 = 0; j0 + 32 <= f; j0 += 32) {
+            for (index_t k0 = 0; k0 < kp; k0 += 12) {
+                switch (std::min<index_t>(12, kp - k0)) {
+#define DLX_CASE(KB)                                                                         \
+    case KB:                                                                                 \
+        single_channel_weight_grad_block<KB>(cols + r0, m, g + r0 * f, part, rows, f, k0, j0); \
         break;
-                        DLX_CASE(1) DLX_CASE(2) DLX_CASE(3) DLX_CASE(4) DLX_CASE(5) DLX_CASE(6)
-                        DLX_CASE(7) DLX_CASE(8) DLX_CASE(9) DLX_CASE(10) DLX_CASE(11) DLX_CASE(12)
+                    DLX_CASE(1) DLX_CASE(2) DLX_CASE(3) DLX_CASE(4) DLX_CASE(5) DLX_CASE(6)
+                    DLX_CASE(7) DLX_CASE(8) DLX_CASE(9) DLX_CASE(10) DLX_CASE(11) DLX_CASE(12)
 #undef DLX_CASE
-                    }
                 }
             }
         }
@@ -399,21 +417,19 @@ void single_channel_forward(const T* x, T* cols, const index_t* geometry, index_
     const index_t blocks = (m + block - 1) / block;
     PartScratch<T> scratch(cols, kp * block);
     const index_t grain = std::max<index_t>(1, kInLineWork / (block * kp * f));
-    parallel_for(blocks, grain, [&](index_t b0, index_t b1) {
-        T* own = keep ? nullptr : scratch.claim();
-        for (index_t b = b0; b < b1; ++b) {
-            const index_t r0 = b * block, r1 = std::min(m, r0 + block);
-            T* at = keep ? cols + r0 : own;
-            const index_t stride = keep ? m : block;
-            im2col_offsets(x, at, geometry, keep ? ones : 0, r0, r1, stride);
-            T* out = y + r0 * f;
-            if (f == 16) {
-                single_channel_rows<T, 16>(at, stride, kp, w, bias, out, r1 - r0, relu, nt);
-            } else if (f == 32) {
-                single_channel_rows<T, 32>(at, stride, kp, w, bias, out, r1 - r0, relu, nt);
-            } else {
-                single_channel_rows<T, 64>(at, stride, kp, w, bias, out, r1 - r0, relu, nt);
-            }
+    auto start = [&] { return keep ? nullptr : scratch.claim(); };
+    each_block(blocks, grain, start, [&](T* own, index_t b) {
+        const index_t r0 = b * block, r1 = std::min(m, r0 + block);
+        T* at = keep ? cols + r0 : own;
+        const index_t stride = keep ? m : block;
+        im2col_offsets(x, at, geometry, keep ? ones : 0, r0, r1, stride);
+        T* out = y + r0 * f;
+        if (f == 16) {
+            single_channel_rows<T, 16>(at, stride, kp, w, bias, out, r1 - r0, relu, nt);
+        } else if (f == 32) {
+            single_channel_rows<T, 32>(at, stride, kp, w, bias, out, r1 - r0, relu, nt);
+        } else {
+            single_channel_rows<T, 64>(at, stride, kp, w, bias, out, r1 - r0, relu, nt);
         }
 #if defined(__AVX512F__)
         if (nt) _mm_sfence();  // each thread orders its own streamed stores
@@ -534,28 +550,26 @@ void conv_forward(const T* x, T* cols, const index_t* geometry, index_t layout, 
     PartScratch<T> scratch(cols, block * width);
     OneBlasThread one_thread;
     const index_t grain = std::max<index_t>(1, kInLineWork / (block * width * f));
-    parallel_for(blocks, grain, [&](index_t b0, index_t b1) {
-        T* own = keep || layout == kView ? nullptr : scratch.claim();
-        for (index_t b = b0; b < b1; ++b) {
-            const index_t r0 = b * block, r1 = std::min(m, r0 + block), rows = r1 - r0;
-            T* out = y + r0 * f;
-            if (layout == kView) {
-                gemm_in_line<T>(product, false, false, rows, f, width, T(1), x + r0 * width,
-                                width, w, f, T(0), out, f);
-            } else if (layout == kRows) {
-                T* at = keep ? cols + r0 * width : own;
-                im2col_rows(x, at, geometry, r0, r1);
-                gemm_in_line<T>(product, false, false, rows, f, width, T(1), at, width, w, f,
-                                T(0), out, f);
-            } else {
-                T* at = keep ? cols + r0 : own;
-                const index_t stride = keep ? m : block;
-                im2col_offsets(x, at, geometry, ones, r0, r1, stride);
-                gemm_in_line<T>(product, true, false, rows, f, width, T(1), at, stride, w, f,
-                                T(0), out, f);
-            }
-            bias_relu(out, bias, rows, f, relu);
+    auto start = [&] { return keep || layout == kView ? nullptr : scratch.claim(); };
+    each_block(blocks, grain, start, [&](T* own, index_t b) {
+        const index_t r0 = b * block, r1 = std::min(m, r0 + block), rows = r1 - r0;
+        T* out = y + r0 * f;
+        if (layout == kView) {
+            gemm_in_line<T>(product, false, false, rows, f, width, T(1), x + r0 * width,
+                            width, w, f, T(0), out, f);
+        } else if (layout == kRows) {
+            T* at = keep ? cols + r0 * width : own;
+            im2col_rows(x, at, geometry, r0, r1);
+            gemm_in_line<T>(product, false, false, rows, f, width, T(1), at, width, w, f,
+                            T(0), out, f);
+        } else {
+            T* at = keep ? cols + r0 : own;
+            const index_t stride = keep ? m : block;
+            im2col_offsets(x, at, geometry, ones, r0, r1, stride);
+            gemm_in_line<T>(product, true, false, rows, f, width, T(1), at, stride, w, f,
+                            T(0), out, f);
         }
+        bias_relu(out, bias, rows, f, relu);
     });
 }
 
@@ -579,28 +593,25 @@ void conv_input_grad(const T* gy, const T* w, T* gx, const index_t* geometry,
     const index_t blocks = (g.n + samples - 1) / samples;
     OneBlasThread one_thread;
     const index_t grain = std::max<index_t>(1, kInLineWork / (block_rows * kpc * f));
-    parallel_for(blocks, grain, [&](index_t b0, index_t b1) {
-        T* dcols = parts.claim();
+    each_block(blocks, grain, [&] { return parts.claim(); }, [&](T* dcols, index_t b) {
         T* cropped = dcols + block_rows * kpc;
-        for (index_t b = b0; b < b1; ++b) {
-            const index_t n0 = b * samples, n1 = std::min(g.n, n0 + samples);
-            const T* a = gy + n0 * g_cells * f;
-            if (crop) {
-                T* dst = cropped;
-                for (index_t n = n0; n < n1; ++n) {
-                    for (index_t oz = 0; oz < g.out[0]; ++oz) {
-                        for (index_t oy = 0; oy < g.out[1]; ++oy, dst += line) {
-                            const index_t at = ((n * g_out[0] + oz) * g_out[1] + oy) * g_out[2];
-                            std::memcpy(dst, gy + at * f, sizeof(T) * line);
-                        }
+        const index_t n0 = b * samples, n1 = std::min(g.n, n0 + samples);
+        const T* a = gy + n0 * g_cells * f;
+        if (crop) {
+            T* dst = cropped;
+            for (index_t n = n0; n < n1; ++n) {
+                for (index_t oz = 0; oz < g.out[0]; ++oz) {
+                    for (index_t oy = 0; oy < g.out[1]; ++oy, dst += line) {
+                        const index_t at = ((n * g_out[0] + oz) * g_out[1] + oy) * g_out[2];
+                        std::memcpy(dst, gy + at * f, sizeof(T) * line);
                     }
                 }
-                a = cropped;
             }
-            gemm_in_line<T>(product, false, true, (n1 - n0) * cells, kpc, f, T(1), a, f, w, f,
-                            T(0), dcols, kpc);
-            col2im(dcols, gx, geometry, n0, n1);
+            a = cropped;
         }
+        gemm_in_line<T>(product, false, true, (n1 - n0) * cells, kpc, f, T(1), a, f, w, f,
+                        T(0), dcols, kpc);
+        col2im(dcols, gx, geometry, n0, n1);
     });
 }
 
