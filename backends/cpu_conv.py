@@ -19,7 +19,9 @@ on one thread per part:
   window additions (kernel offsets ascending) while the columns are read as one stream;
   trailing all-zero output slices (a max pool over an odd size) are cropped block by
   block;
-* the weight gradient ``cols.T @ g`` is one product split over the pool;
+* the weight gradient ``cols.T @ g`` as one product per block of ``weight_grad_rows``
+  rows into its own partial sum, the partials added in order (0: one product split over
+  the pool by rows of the result);
 * single-channel input with 16, 32 or 64 filters: the forward as im2col and a
   register-blocked product (fused multiply-adds, bias and ReLU in the store) per block
   of ``single_channel_rows`` rows -- OpenBLAS reaches a fraction of its rate on K = 9
@@ -67,7 +69,7 @@ _SIGNATURES = {
     "single_channel_weight_grad": (_P, _P, _P, _I, _I, _I, _P),  # float32 with AVX-512 only
     "conv_forward": (_P, _P, _P, _I, _I, _P, _P, _P, _I, _I, _I, _I),
     "conv_input_grad": (_P, _P, _P, _P, _P, _I, _I, _P),
-    "conv_weight_grad": (_P, _P, _P, _I, _I, _I, _I),
+    "conv_weight_grad": (_P, _P, _P, _I, _I, _I, _I, _I, _P),
     "conv_setup": (_P,),
 }
 _ROWS, _OFFSETS, _VIEW = 0, 1, 2  # column layouts of conv_forward
@@ -134,12 +136,14 @@ class CompiledConv(NumpyConv):
     the module docstring).
 
     ``block_bytes``: the size of the blocks of columns (and outputs) that the forward and
-    the input gradient go through one at a time.
+    the input gradient go through one at a time; ``weight_grad_rows``: the rows of a block
+    of the weight gradient's partial sums (a fixed size: the same sums on any thread count).
     """
 
     block_bytes = 1 << 20
     single_channel = True
     single_channel_rows = 1024
+    weight_grad_rows = 1024
     trim_per_block = True
     stream_bytes = 16 << 20
 
@@ -411,7 +415,12 @@ class CompiledConv(NumpyConv):
             return None
         g = np.ascontiguousarray(g)
         out = np.empty((width, f), g.dtype)
-        kernel(_p(cols), _p(g), _p(out), width, m, f, transposed)
+        rows = self.weight_grad_rows
+        partials = None
+        if rows and rows < m:
+            partials = pooled((-(-m // rows), width, f), g.dtype)
+        ptr = None if partials is None else _p(partials)
+        kernel(_p(cols), _p(g), _p(out), width, m, f, transposed, rows or m, ptr)
         return out
 
     def relu_grad(self, g, y):

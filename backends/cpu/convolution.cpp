@@ -616,15 +616,42 @@ void conv_input_grad(const T* gy, const T* w, T* gx, const index_t* geometry,
 }
 
 // dL/dw (width, F) of a convolution = columns.T @ g (M, F), the columns as (M, width), or
-// with ``transposed`` as their transpose (width, M) (the single-channel layout): one
-// product split over the pool.
+// with ``transposed`` as their transpose (width, M) (the single-channel layout). With
+// ``partials`` (blocks * width * F, blocks = M / ``rows`` rounded up): one product per block
+// of ``rows`` rows of g into its own partial sum, the blocks claimed by the pool's parts,
+// then the partials added in block order; without: one product split over the pool by
+// rows of the result.
 template <typename T>
 void conv_weight_grad(const T* cols, const T* g, T* out, index_t width, index_t m, index_t f,
-                      index_t transposed) {
-    if (transposed) {
-        gemm<T>(false, false, width, f, m, T(1), cols, m, g, f, T(0), out, f);
-    } else {
-        gemm<T>(true, false, width, f, m, T(1), cols, width, g, f, T(0), out, f);
+                      index_t transposed, index_t rows, T* partials) {
+    if (partials == nullptr || rows >= m) {
+        if (transposed) {
+            gemm<T>(false, false, width, f, m, T(1), cols, m, g, f, T(0), out, f);
+        } else {
+            gemm<T>(true, false, width, f, m, T(1), cols, width, g, f, T(0), out, f);
+        }
+        return;
+    }
+    void* product = blas_gemm<T>();
+    const index_t blocks = (m + rows - 1) / rows, size = width * f;
+    OneBlasThread one_thread;
+    const index_t grain = std::max<index_t>(1, kInLineWork / (rows * size));
+    each_block(blocks, grain, [] { return 0; }, [&](int, index_t b) {
+        const index_t r0 = b * rows, count = std::min(m - r0, rows);
+        T* part = partials + b * size;
+        if (transposed) {
+            gemm_in_line<T>(product, false, false, width, f, count, T(1), cols + r0, m,
+                            g + r0 * f, f, T(0), part, f);
+        } else {
+            gemm_in_line<T>(product, true, false, width, f, count, T(1), cols + r0 * width,
+                            width, g + r0 * f, f, T(0), part, f);
+        }
+    });
+    std::memcpy(out, partials, sizeof(T) * size);
+    for (index_t b = 1; b < blocks; ++b) {
+        const T* part = partials + b * size;
+#pragma omp simd
+        for (index_t i = 0; i < size; ++i) out[i] += part[i];
     }
 }
 
@@ -716,8 +743,8 @@ void relu_grad_split(const T* g, const T* y, T* out, index_t size) {
     }                                                                                        \
     extern "C" void dlx_conv_weight_grad_##suffix(                                           \
         const T* cols, const T* g, T* out, dlx_cpu::index_t width, dlx_cpu::index_t m,       \
-        dlx_cpu::index_t f, dlx_cpu::index_t transposed) {                                   \
-        dlx_cpu::conv_weight_grad<T>(cols, g, out, width, m, f, transposed);                 \
+        dlx_cpu::index_t f, dlx_cpu::index_t transposed, dlx_cpu::index_t rows, T* partials) { \
+        dlx_cpu::conv_weight_grad<T>(cols, g, out, width, m, f, transposed, rows, partials);  \
     }                                                                                        \
     /* setup[0] = the parts a region may have (slices of a scratch buffer), setup[1] = 1 */ \
     /* when a BLAS is connected for T (written, not returned: test spies wrap calls) */      \
