@@ -35,8 +35,9 @@ on one thread per part:
 Every split is over independent rows, samples or outputs, or into partial sums of a
 fixed size, so results do not depend on the number of threads. Where no BLAS is
 connected (NumPy's is not an OpenBLAS the C++ code can call) the products stay NumPy's,
-around the compiled im2col, col2im and bias + ReLU. The bias gradient stays NumPy's:
-one matrix-vector product measured faster than a compiled column sum.
+around the compiled im2col, col2im and bias + ReLU. The bias gradient comes with the
+weight gradient (column sums of g in the same partial sums; with single-channel columns
+from their row of ones), elsewhere from NumPy (one matrix-vector product).
 
 Shapes and layouts are those of ``dlx.ops.convolution`` (channels_last arrays,
 kernels ``(*K, C // groups, F)``); 1D and 2D convolutions go to the C++ code as
@@ -69,7 +70,7 @@ _SIGNATURES = {
     "single_channel_weight_grad": (_P, _P, _P, _I, _I, _I, _P),  # float32 with AVX-512 only
     "conv_forward": (_P, _P, _P, _I, _I, _P, _P, _P, _I, _I, _I, _I),
     "conv_input_grad": (_P, _P, _P, _P, _P, _I, _I, _P),
-    "conv_weight_grad": (_P, _P, _P, _I, _I, _I, _I, _I, _P),
+    "conv_weight_grad": (_P, _P, _P, _I, _I, _I, _I, _I, _P, _P),
     "conv_setup": (_P,),
 }
 _ROWS, _OFFSETS, _VIEW = 0, 1, 2  # column layouts of conv_forward
@@ -398,10 +399,11 @@ class CompiledConv(NumpyConv):
         kernel(_p(rows), _p(g), _p(out), rows.shape[0], rows.shape[1], f, _p(partials))
         return out
 
-    def _product_weight_grad(self, cols, g):
+    def _product_weight_grad(self, cols, g, bias):
         """``cols.T @ g`` ``(width, F)`` for columns ``cols`` ``(M, width)`` (or the transpose
-        of a C-contiguous ``(width, M)``) and g ``(N, *O, F)``, split over the pool; None
-        without a connected BLAS."""
+        of a C-contiguous ``(width, M)``) and g ``(N, *O, F)``, in partial sums over the pool,
+        with ``bias`` one more row: the column sums of g (the bias gradient). None without a
+        connected BLAS."""
         setup = _setup(g.dtype)
         kernel = _function("conv_weight_grad", g.dtype)
         if setup is None or not setup[1] or kernel is None or cols.dtype != g.dtype:
@@ -414,13 +416,23 @@ class CompiledConv(NumpyConv):
         else:
             return None
         g = np.ascontiguousarray(g)
-        out = np.empty((width, f), g.dtype)
+        out = np.empty((width + bias, f), g.dtype)
         rows = self.weight_grad_rows
         partials = None
         if rows and rows < m:
-            partials = pooled((-(-m // rows), width, f), g.dtype)
-        ptr = None if partials is None else _p(partials)
-        kernel(_p(cols), _p(g), _p(out), width, m, f, transposed, rows or m, ptr)
+            partials = pooled((-(-m // rows), width + bias, f), g.dtype)
+        kernel(
+            _p(cols),
+            _p(g),
+            _p(out),
+            width,
+            m,
+            f,
+            transposed,
+            rows or m,
+            None if partials is None else _p(partials),
+            _p(out[width]) if bias else None,
+        )
         return out
 
     def relu_grad(self, g, y):
@@ -513,8 +525,18 @@ class CompiledConv(NumpyConv):
         kernel(_p(g), _p(weights), _p(gx), _p(shape), _p(g_out), f, samples, _p(scratch))
         return gx
 
-    def _weight_grad(self, x, g, geometry, w_shape, saved):
-        """As :meth:`NumpyConv._weight_grad`, with compiled im2col when nothing was saved."""
+    def weight_and_bias_grad(self, x, g, geometry, w_shape, saved):
+        """``(weight_grad, bias_grad)``, the bias gradient from the weight gradient's pass
+        over g where the columns hold no row of ones (see :class:`NumpyConv`)."""
+        result = self._weight_grad(x, g, geometry, w_shape, saved, bias=True)
+        if result is None:
+            return None
+        gw, gb = result
+        return gw, (gb if gb is not None else self.bias_grad(g))
+
+    def _weight_grad(self, x, g, geometry, w_shape, saved, bias=False):
+        """As :meth:`NumpyConv._weight_grad`, with compiled im2col when nothing was saved;
+        ``bias``: also the bias gradient, where the compiled product can add it."""
         strides, dilation, pads, groups = geometry
         if groups != 1 or not _float(x, g):
             return super()._weight_grad(x, g, geometry, w_shape, saved)
@@ -527,12 +549,13 @@ class CompiledConv(NumpyConv):
         m, width = cols.shape
         product = self._single_channel_weight_grad(cols, g)
         if product is None:
-            product = self._product_weight_grad(cols, g)
+            # a last row of column sums, as a last column of ones in cols gives
+            product = self._product_weight_grad(cols, g, bias and width == math.prod(w_shape[:-1]))
         if product is None:
             product = cols.T @ g.reshape(m, g.shape[-1])
-        if width == math.prod(w_shape[:-1]):
+        if product.shape[0] == math.prod(w_shape[:-1]):
             return product.reshape(w_shape), None
-        return product[:-1].reshape(w_shape), product[-1]  # the last column held ones
+        return product[:-1].reshape(w_shape), product[-1]  # the bias gradient
 
 
 CONV = CompiledConv()

@@ -615,30 +615,44 @@ void conv_input_grad(const T* gy, const T* w, T* gx, const index_t* geometry,
     });
 }
 
+// gb (F) = the sum of rows [r0, r1) of g (M, F), row after row.
+template <typename T>
+void column_sums(const T* g, index_t f, index_t r0, index_t r1, T* gb) {
+    std::memcpy(gb, g + r0 * f, sizeof(T) * f);
+    for (index_t r = r0 + 1; r < r1; ++r) {
+        const T* row = g + r * f;
+#pragma omp simd
+        for (index_t j = 0; j < f; ++j) gb[j] += row[j];
+    }
+}
+
 // dL/dw (width, F) of a convolution = columns.T @ g (M, F), the columns as (M, width), or
-// with ``transposed`` as their transpose (width, M) (the single-channel layout). With
-// ``partials`` (blocks * width * F, blocks = M / ``rows`` rounded up): one product per block
-// of ``rows`` rows of g into its own partial sum, the blocks claimed by the pool's parts,
-// then the partials added in block order; without: one product split over the pool by
-// rows of the result.
+// with ``transposed`` as their transpose (width, M) (the single-channel layout), and when
+// ``gb`` is not null the bias gradient gb (F) = the column sums of g. With ``partials``
+// (blocks * (width [+ 1]) * F, blocks = M / ``rows`` rounded up): one product (and column
+// sum) per block of ``rows`` rows of g into its own partial sums, the blocks claimed by the
+// pool's parts, then the partials added in block order; without: one product split over
+// the pool by rows of the result.
 template <typename T>
 void conv_weight_grad(const T* cols, const T* g, T* out, index_t width, index_t m, index_t f,
-                      index_t transposed, index_t rows, T* partials) {
+                      index_t transposed, index_t rows, T* partials, T* gb) {
     if (partials == nullptr || rows >= m) {
         if (transposed) {
             gemm<T>(false, false, width, f, m, T(1), cols, m, g, f, T(0), out, f);
         } else {
             gemm<T>(true, false, width, f, m, T(1), cols, width, g, f, T(0), out, f);
         }
+        if (gb != nullptr) column_sums(g, f, 0, m, gb);
         return;
     }
     void* product = blas_gemm<T>();
     const index_t blocks = (m + rows - 1) / rows, size = width * f;
+    const index_t slot = size + (gb != nullptr ? f : 0);
     OneBlasThread one_thread;
     const index_t grain = std::max<index_t>(1, kInLineWork / (rows * size));
     each_block(blocks, grain, [] { return 0; }, [&](int, index_t b) {
         const index_t r0 = b * rows, count = std::min(m - r0, rows);
-        T* part = partials + b * size;
+        T* part = partials + b * slot;
         if (transposed) {
             gemm_in_line<T>(product, false, false, width, f, count, T(1), cols + r0, m,
                             g + r0 * f, f, T(0), part, f);
@@ -646,12 +660,18 @@ void conv_weight_grad(const T* cols, const T* g, T* out, index_t width, index_t 
             gemm_in_line<T>(product, true, false, width, f, count, T(1), cols + r0 * width,
                             width, g + r0 * f, f, T(0), part, f);
         }
+        if (gb != nullptr) column_sums(g, f, r0, r0 + count, part + size);
     });
     std::memcpy(out, partials, sizeof(T) * size);
+    if (gb != nullptr) std::memcpy(gb, partials + size, sizeof(T) * f);
     for (index_t b = 1; b < blocks; ++b) {
-        const T* part = partials + b * size;
+        const T* part = partials + b * slot;
 #pragma omp simd
         for (index_t i = 0; i < size; ++i) out[i] += part[i];
+        if (gb != nullptr) {
+#pragma omp simd
+            for (index_t j = 0; j < f; ++j) gb[j] += part[size + j];
+        }
     }
 }
 
@@ -743,8 +763,10 @@ void relu_grad_split(const T* g, const T* y, T* out, index_t size) {
     }                                                                                        \
     extern "C" void dlx_conv_weight_grad_##suffix(                                           \
         const T* cols, const T* g, T* out, dlx_cpu::index_t width, dlx_cpu::index_t m,       \
-        dlx_cpu::index_t f, dlx_cpu::index_t transposed, dlx_cpu::index_t rows, T* partials) { \
-        dlx_cpu::conv_weight_grad<T>(cols, g, out, width, m, f, transposed, rows, partials);  \
+        dlx_cpu::index_t f, dlx_cpu::index_t transposed, dlx_cpu::index_t rows, T* partials,  \
+        T* gb) {                                                                             \
+        dlx_cpu::conv_weight_grad<T>(cols, g, out, width, m, f, transposed, rows, partials,   \
+                                     gb);                                                    \
     }                                                                                        \
     /* setup[0] = the parts a region may have (slices of a scratch buffer), setup[1] = 1 */ \
     /* when a BLAS is connected for T (written, not returned: test spies wrap calls) */      \
