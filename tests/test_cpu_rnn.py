@@ -490,18 +490,24 @@ def test_loops_split_by_rows_give_the_same_bits_on_any_number_of_threads(
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
 
 
+# (B, T, F, G): 333 rows, split over two threads; 17 rows and a large gradient product, where
+# a split into blocks of 16 would leave a one-row part (OpenBLAS's gemv: other rounding)
+PROJECTION_SHAPES = [(37, 9, 24, 96), (1, 17, 16, 512)]
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("needs", [(True, True, True), (False, True, False), (True, False, True)])
+@pytest.mark.parametrize("shape", PROJECTION_SHAPES)
 def test_sequence_projection_is_compiled_and_matches_the_numpy_kernel(
-    dtype, bias, needs, calls, monkeypatch
+    dtype, bias, needs, shape, calls, monkeypatch
 ):
     """The projection's product and bias, and its three gradients, in one compiled call each
     way: the NumPy kernel's numbers, bit for bit on one thread or two."""
     if cpu_rnn.blas_gemm(dtype) is None:
         pytest.skip("no BLAS address: the NumPy kernel runs")
     rng = np.random.default_rng(0)
-    B, T, F, G = 37, 9, 24, 96  # split over two threads: 333 rows, 2^18 multiply-adds a part
+    B, T, F, G = shape
     dt = np.dtype(dtype)
     x = rng.standard_normal((B, T, F)).astype(dt)
     kernel = rng.standard_normal((F, G)).astype(dt)

@@ -427,12 +427,40 @@ void column_sums(index_t M, index_t N, const T* D, index_t ldd, T* out) {
     });
 }
 
+// C (M, N; rows ldc apart) = op(A) @ op(B), row-major, split over the pool as parallel.h's
+// gemm (by columns of C when M <= N, else by rows, in blocks of 16) but in whole blocks,
+// the last part taking the rest: no part of a single row or column, which OpenBLAS would
+// send to gemv (see the section comment), so the result does not depend on the threads.
+template <typename T>
+void split_gemm(void* f, bool trans_a, bool trans_b, index_t M, index_t N, index_t K,
+                const T* A, index_t lda, const T* B, index_t ldb, T* C, index_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    constexpr index_t unit = 16;
+    OneBlasThread one_thread;
+    const bool by_columns = M <= N;
+    const index_t extent = by_columns ? N : M;
+    const index_t blocks = extent / unit > 1 ? extent / unit : 1;
+    const index_t block_work = unit * (by_columns ? M : N) * K;
+    const index_t grain = kPartWork / (block_work > 0 ? block_work : 1);
+    parallel_for(blocks, grain > 1 ? grain : 1, [&](index_t begin, index_t end) {
+        const index_t i0 = begin * unit, i1 = end == blocks ? extent : end * unit;
+        if (by_columns) {
+            gemm_in_line<T>(f, trans_a, trans_b, M, i1 - i0, K, T(1), A, lda,
+                            trans_b ? B + i0 * ldb : B + i0, ldb, T(0), C + i0, ldc);
+        } else {
+            gemm_in_line<T>(f, trans_a, trans_b, i1 - i0, N, K, T(1),
+                            trans_a ? A + i0 : A + i0 * lda, lda, B, ldb, T(0), C + i0 * ldc,
+                            ldc);
+        }
+    });
+}
+
 // The recurrent-kernel gradient dU (u, N; rows ldu apart) = Hd^T @ D: Hd (M, u) the
 // recurrent inputs of all steps, D (M, N; rows ldd apart) what multiplied U, M = steps * B.
 template <typename T>
 inline void weight_gradient(void* f, index_t M, index_t u, index_t N, const T* Hd, const T* D,
                             index_t ldd, T* dU, index_t ldu) {
-    gemm<T>(true, false, u, N, M, T(1), Hd, u, D, ldd, T(0), dU, ldu, f);
+    split_gemm<T>(f, true, false, u, N, M, Hd, u, D, ldd, dU, ldu);
 }
 
 // The forward loop over `steps` steps: x the first processed step's xproj rows, x_step the
@@ -638,8 +666,8 @@ template <typename T>
 void projection_backward(void* f, index_t M, index_t N, index_t K, const T* g, const T* x,
                          const T* kernel, T* dx, T* dk, T* db) {
     if (db) column_sums<T>(M, N, g, N, db);
-    if (dx) gemm<T>(false, true, M, K, N, T(1), g, N, kernel, N, T(0), dx, K, f);
-    if (dk) gemm<T>(true, false, K, N, M, T(1), x, K, g, N, T(0), dk, N, f);
+    if (dx) split_gemm<T>(f, false, true, M, K, N, g, N, kernel, N, dx, K);
+    if (dk) split_gemm<T>(f, true, false, K, N, M, x, K, g, N, dk, N);
 }
 
 }  // namespace dlx_cpu
