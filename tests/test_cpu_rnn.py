@@ -490,8 +490,8 @@ def test_loops_split_by_rows_give_the_same_bits_on_any_number_of_threads(
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
 
 
-# (B, T, F, G): 333 rows, split over two threads; 17 rows and a large gradient product, where
-# a split into blocks of 16 would leave a one-row part (OpenBLAS's gemv: other rounding)
+# (B, T, F, G): 333 rows, split over two threads; 17 rows and a large input-gradient product,
+# split into 16 rows and one (cblas_?gemm rounds a one-row product as the others)
 PROJECTION_SHAPES = [(37, 9, 24, 96), (1, 17, 16, 512)]
 
 

@@ -384,11 +384,10 @@ void rnn_backward_step(T* dh, bool first, const T* dseq, const T* rm, T* keep_h,
 //
 // The rows of a batch are independent through a whole sequence, so each loop is split over
 // dlx's pool by batch rows: a part runs every step of its rows (products of M = its rows),
-// with no synchronisation between steps. A row's arithmetic is the same however the batch
-// is split, as long as no part has a single row (OpenBLAS sends a one-row product to gemv,
-// which rounds otherwise): so results do not depend on the number of threads. The
-// products over all steps and rows (weight gradients) follow as one product split over the
-// pool by columns (parallel.h gemm).
+// with no synchronisation between steps. cblas_?gemm computes each row of a product alike
+// for any number of rows (NumPy's matmul would not: it sends a one-row product to gemv),
+// so results do not depend on the number of threads. The products over all steps and rows
+// (weight gradients) follow as one product split over the pool (parallel.h gemm).
 
 // C (M, N; rows N apart) = A (M, K; rows lda apart, default K) @ B (K, N), B C-contiguous
 template <typename T>
@@ -401,7 +400,8 @@ inline void step_gemm(void* f, index_t M, index_t N, index_t K, const T* A, cons
 constexpr index_t kPartWork = index_t(1) << 18;
 
 // body(b0, b1) over the rows [0, B) of a loop of ``steps`` (rows, K) @ (K, N) products, in
-// parts of at least two rows; OpenBLAS on one thread (two threads call it at once).
+// parts of at least kPartWork multiply-adds and two rows; OpenBLAS on one thread (two
+// threads call it at once).
 template <typename Body>
 void over_rows(index_t B, index_t steps, index_t K, index_t N, const Body& body) {
     const index_t per_row = steps * K * N > 0 ? steps * K * N : 1;
@@ -427,40 +427,12 @@ void column_sums(index_t M, index_t N, const T* D, index_t ldd, T* out) {
     });
 }
 
-// C (M, N; rows ldc apart) = op(A) @ op(B), row-major, split over the pool as parallel.h's
-// gemm (by columns of C when M <= N, else by rows, in blocks of 16) but in whole blocks,
-// the last part taking the rest: no part of a single row or column, which OpenBLAS would
-// send to gemv (see the section comment), so the result does not depend on the threads.
-template <typename T>
-void split_gemm(void* f, bool trans_a, bool trans_b, index_t M, index_t N, index_t K,
-                const T* A, index_t lda, const T* B, index_t ldb, T* C, index_t ldc) {
-    if (M <= 0 || N <= 0) return;
-    constexpr index_t unit = 16;
-    OneBlasThread one_thread;
-    const bool by_columns = M <= N;
-    const index_t extent = by_columns ? N : M;
-    const index_t blocks = extent / unit > 1 ? extent / unit : 1;
-    const index_t block_work = unit * (by_columns ? M : N) * K;
-    const index_t grain = kPartWork / (block_work > 0 ? block_work : 1);
-    parallel_for(blocks, grain > 1 ? grain : 1, [&](index_t begin, index_t end) {
-        const index_t i0 = begin * unit, i1 = end == blocks ? extent : end * unit;
-        if (by_columns) {
-            gemm_in_line<T>(f, trans_a, trans_b, M, i1 - i0, K, T(1), A, lda,
-                            trans_b ? B + i0 * ldb : B + i0, ldb, T(0), C + i0, ldc);
-        } else {
-            gemm_in_line<T>(f, trans_a, trans_b, i1 - i0, N, K, T(1),
-                            trans_a ? A + i0 : A + i0 * lda, lda, B, ldb, T(0), C + i0 * ldc,
-                            ldc);
-        }
-    });
-}
-
 // The recurrent-kernel gradient dU (u, N; rows ldu apart) = Hd^T @ D: Hd (M, u) the
 // recurrent inputs of all steps, D (M, N; rows ldd apart) what multiplied U, M = steps * B.
 template <typename T>
 inline void weight_gradient(void* f, index_t M, index_t u, index_t N, const T* Hd, const T* D,
                             index_t ldd, T* dU, index_t ldu) {
-    split_gemm<T>(f, true, false, u, N, M, Hd, u, D, ldd, dU, ldu);
+    gemm<T>(true, false, u, N, M, T(1), Hd, u, D, ldd, T(0), dU, ldu, f);
 }
 
 // The forward loop over `steps` steps: x the first processed step's xproj rows, x_step the
@@ -652,7 +624,7 @@ void projection_forward(void* f, index_t M, index_t N, index_t K, const T* x, co
         }
     };
     OneBlasThread one_thread;
-    // whole blocks, the last part taking the rest: no part of a single row (see over_rows)
+    // whole blocks, the last part taking the rest
     const index_t blocks = M / unit > 1 ? M / unit : 1;
     const index_t grain = kPartWork / (unit * N * K > 0 ? unit * N * K : 1);
     parallel_for(blocks, grain > 1 ? grain : 1, [&](index_t begin, index_t end) {
@@ -666,8 +638,8 @@ template <typename T>
 void projection_backward(void* f, index_t M, index_t N, index_t K, const T* g, const T* x,
                          const T* kernel, T* dx, T* dk, T* db) {
     if (db) column_sums<T>(M, N, g, N, db);
-    if (dx) split_gemm<T>(f, false, true, M, K, N, g, N, kernel, N, dx, K);
-    if (dk) split_gemm<T>(f, true, false, K, N, M, x, K, g, N, dk, N);
+    if (dx) gemm<T>(false, true, M, K, N, T(1), g, N, kernel, N, T(0), dx, K, f);
+    if (dk) gemm<T>(true, false, K, N, M, T(1), x, K, g, N, T(0), dk, N, f);
 }
 
 }  // namespace dlx_cpu
