@@ -434,11 +434,13 @@ def test_input_grad_trims_the_zero_border_per_block(calls, monkeypatch, block_by
 
 
 @pytest.mark.parametrize("channels,filters", [(8, 16), (1, 32), (1, 5)])
-def test_batches_split_over_the_thread_pool(calls, products, channels, filters):
+def test_batches_split_over_the_thread_pool(calls, products, monkeypatch, channels, filters):
     """Batches large enough for the pool's threads to take the rows (forward) and samples
     (input gradient) in parts, and the single-channel weight gradient in partial sums of
-    4096 rows: the forward bit for bit the NumPy kernel's (products of whole rows, or the
-    single-channel loops), the gradients within rounding, under any ``DLX_NUM_THREADS``."""
+    4096 rows: the forward bit for bit the NumPy kernel's (the BLAS's products of whole rows,
+    or the single-channel loops), the gradients within rounding, under any
+    ``DLX_NUM_THREADS``."""
+    monkeypatch.setattr(cpu_conv.CompiledConv, "register_product", False)
     rng = np.random.default_rng(channels + filters)
     x, w, b, g, geometry = _case(
         rng, np.float32, 2, channels, (3, 3), (1, 1), (1, 1), "valid", True, filters
@@ -457,3 +459,27 @@ def test_batches_split_over_the_thread_pool(calls, products, channels, filters):
         assert calls["single_channel_weight_grad"] == 3 or not _has_weight_grad()
     else:
         assert _ran(calls, products, channels)
+
+
+@pytest.mark.parametrize("filters", [16, 48, 64, 80, 128])
+def test_the_register_blocked_product_matches_the_blas(calls, filters):
+    """float32 with filters a multiple of 16: the forward's own product (passes of 144 terms
+    over rows in register tiles, bias and ReLU in the store) against the BLAS's, for kept
+    and scratch columns, 1x1 kernels (x itself), odd row counts and a NaN."""
+    rng = np.random.default_rng(filters)
+    kernel = cpu_conv.CompiledConv()
+    for channels, kernel_size, padding in ((20, (3, 3), "same"), (7, (1, 1), "valid")):
+        x = rng.standard_normal((5, 9, 7, channels)).astype(np.float32)
+        x[1, 2, 3, 4] = np.nan
+        w = rng.standard_normal(kernel_size + (channels, filters)).astype(np.float32)
+        geometry = _geometry((9, 7), kernel_size, (1, 1), (1, 1), padding)
+        for bias, relu, keep in itertools.product((True, False), (0, 1), (True, False)):
+            b = rng.standard_normal(filters).astype(np.float32) if bias else None
+            results = []
+            for own in (True, False):
+                kernel.register_product = own
+                results.append(_copy(kernel.forward(x, w, b, geometry, relu, keep)[0]))
+            mine, blas = results
+            np.testing.assert_array_equal(np.isnan(mine), np.isnan(blas))
+            _close(np.nan_to_num(mine), np.nan_to_num(blas), np.float32, (bias, relu, keep))
+    assert calls["conv_forward"] == 32

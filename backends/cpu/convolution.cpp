@@ -398,6 +398,95 @@ inline void single_channel_weight_grad_f32(const float* cols, const float* g, fl
 }
 #endif
 
+// y (rows, f) = a (rows, k; rows ``lda`` apart) @ w (k, f), + bias, then max(y, 0) when relu,
+// as one thread's register-blocked product where it has one (float on AVX-512, f a multiple
+// of 16); false where not (then the BLAS).
+template <typename T>
+bool product_rows(const T*, index_t, index_t, index_t, const T*, index_t, T*, const T*, index_t) {
+    return false;
+}
+
+#if defined(__AVX512F__)
+// Rows of w per pass: a 144 x 64 panel of w (36 KiB) stays in the L1 cache.
+constexpr index_t kProductDepth = 144;
+
+// R rows of y, columns [0, 16 V) (y and w rows ``f`` apart), over the terms [k0, k1):
+// acc = 0 (first) or y, then acc += a[k] * w[k] term after term (fused multiply-adds, k
+// ascending: the sums of OpenBLAS's kernels, one rounding per term, however the terms are
+// split into passes); in the last pass + bias and the ReLU, as bias_relu() after the BLAS.
+template <int V, int R>
+inline void product_tile(const float* a, index_t lda, const float* w, index_t f, float* y,
+                         index_t k0, index_t k1, bool first, bool last, const float* bias,
+                         index_t relu) {
+    __m512 acc[R][V];
+    for (int i = 0; i < R; ++i) {
+        for (int j = 0; j < V; ++j) {
+            acc[i][j] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(y + i * f + 16 * j);
+        }
+    }
+    for (index_t k = k0; k < k1; ++k) {
+        __m512 wk[V];
+        for (int j = 0; j < V; ++j) wk[j] = _mm512_loadu_ps(w + k * f + 16 * j);
+        for (int i = 0; i < R; ++i) {
+            const __m512 v = _mm512_set1_ps(a[i * lda + k]);
+            for (int j = 0; j < V; ++j) acc[i][j] = _mm512_fmadd_ps(v, wk[j], acc[i][j]);
+        }
+    }
+    const __m512 zero = _mm512_setzero_ps();
+    for (int i = 0; i < R; ++i) {
+        for (int j = 0; j < V; ++j) {
+            __m512 out = acc[i][j];
+            if (last && bias != nullptr) out = _mm512_add_ps(out, _mm512_loadu_ps(bias + 16 * j));
+            // max(out, 0) with a NaN passing: 0 only where out < 0
+            if (last && relu) {
+                out = _mm512_mask_mov_ps(out, _mm512_cmp_ps_mask(out, zero, _CMP_LT_OQ), zero);
+            }
+            _mm512_storeu_ps(y + i * f + 16 * j, out);
+        }
+    }
+}
+
+// Columns [0, 16 V) of y: passes of kProductDepth terms over all rows, R rows at a time
+// (R V accumulators, V rows of w and a broadcast in the 32 registers).
+template <int V>
+void product_panel(const float* a, index_t lda, index_t rows, index_t k, const float* w,
+                   index_t f, float* y, const float* bias, index_t relu) {
+    constexpr int R = V == 4 ? 6 : V == 3 ? 8 : V == 2 ? 12 : 24;
+    for (index_t k0 = 0; k0 < k; k0 += kProductDepth) {
+        const index_t k1 = std::min(k, k0 + kProductDepth);
+        const bool first = k0 == 0, last = k1 == k;
+        index_t r = 0;
+        for (; r + R <= rows; r += R) {
+            product_tile<V, R>(a + r * lda, lda, w, f, y + r * f, k0, k1, first, last, bias,
+                               relu);
+        }
+        for (; r < rows; ++r) {
+            product_tile<V, 1>(a + r * lda, lda, w, f, y + r * f, k0, k1, first, last, bias,
+                               relu);
+        }
+    }
+}
+
+template <>
+inline bool product_rows<float>(const float* a, index_t lda, index_t rows, index_t k,
+                                const float* w, index_t f, float* y, const float* bias,
+                                index_t relu) {
+    if (f % 16 != 0 || k == 0) return false;
+    for (index_t j0 = 0; j0 < f; j0 += 64) {
+        const float* wj = w + j0;
+        float* yj = y + j0;
+        const float* bj = bias != nullptr ? bias + j0 : nullptr;
+        switch (std::min<index_t>(4, (f - j0) / 16)) {
+            case 4: product_panel<4>(a, lda, rows, k, wj, f, yj, bj, relu); break;
+            case 3: product_panel<3>(a, lda, rows, k, wj, f, yj, bj, relu); break;
+            case 2: product_panel<2>(a, lda, rows, k, wj, f, yj, bj, relu); break;
+            default: product_panel<1>(a, lda, rows, k, wj, f, yj, bj, relu); break;
+        }
+    }
+    return true;
+}
+#endif
+
 // The whole forward of a single-channel convolution with f filters (16, 32 or 64; others do
 // nothing): y (M, f) = columns @ w (Kp, f) + bias, ReLU'd when relu, in blocks of ``block``
 // rows split over the pool, each im2col'd (im2col_offsets) and multiplied while in the
@@ -535,11 +624,12 @@ enum ColumnLayout : index_t {
 // while they are in its cache; the product of each row is the one the whole product gives.
 // keep: cols is the whole columns in ``layout`` (kept for the weight gradient; with kOffsets
 // and ones, its last row holds ones); otherwise pool_threads() scratch slices of
-// block * width. kView reads x and leaves cols alone.
+// block * width. kView reads x and leaves cols alone. fast: rows-layout products with
+// product_rows() where it has one (else the BLAS's).
 template <typename T>
 void conv_forward(const T* x, T* cols, const index_t* geometry, index_t layout, index_t ones,
                   const T* w, const T* bias, T* y, index_t f, index_t relu, index_t keep,
-                  index_t block) {
+                  index_t block, index_t fast) {
     const ConvGeometry g(geometry);
     const index_t m = g.n * g.out[0] * g.out[1] * g.out[2];
     const index_t width = layout == kView      ? g.c
@@ -554,12 +644,14 @@ void conv_forward(const T* x, T* cols, const index_t* geometry, index_t layout, 
     each_block(blocks, grain, start, [&](T* own, index_t b) {
         const index_t r0 = b * block, r1 = std::min(m, r0 + block), rows = r1 - r0;
         T* out = y + r0 * f;
-        if (layout == kView) {
-            gemm_in_line<T>(product, false, false, rows, f, width, T(1), x + r0 * width,
-                            width, w, f, T(0), out, f);
-        } else if (layout == kRows) {
-            T* at = keep ? cols + r0 * width : own;
-            im2col_rows(x, at, geometry, r0, r1);
+        if (layout != kOffsets) {
+            const T* at = x + r0 * width;
+            if (layout == kRows) {
+                T* made = keep ? cols + r0 * width : own;
+                im2col_rows(x, made, geometry, r0, r1);
+                at = made;
+            }
+            if (fast && product_rows<T>(at, width, rows, width, w, f, out, bias, relu)) return;
             gemm_in_line<T>(product, false, false, rows, f, width, T(1), at, width, w, f,
                             T(0), out, f);
         } else {
@@ -752,8 +844,10 @@ void relu_grad_split(const T* g, const T* y, T* out, index_t size) {
     extern "C" void dlx_conv_forward_##suffix(                                               \
         const T* x, T* cols, const dlx_cpu::index_t* g, dlx_cpu::index_t layout,             \
         dlx_cpu::index_t ones, const T* w, const T* bias, T* y, dlx_cpu::index_t f,          \
-        dlx_cpu::index_t relu, dlx_cpu::index_t keep, dlx_cpu::index_t block) {              \
-        dlx_cpu::conv_forward<T>(x, cols, g, layout, ones, w, bias, y, f, relu, keep, block); \
+        dlx_cpu::index_t relu, dlx_cpu::index_t keep, dlx_cpu::index_t block,                \
+        dlx_cpu::index_t fast) {                                                             \
+        dlx_cpu::conv_forward<T>(x, cols, g, layout, ones, w, bias, y, f, relu, keep, block,  \
+                                 fast);                                                      \
     }                                                                                        \
     extern "C" void dlx_conv_input_grad_##suffix(                                            \
         const T* gy, const T* w, T* gx, const dlx_cpu::index_t* g,                           \
