@@ -22,7 +22,8 @@ on one thread per part:
   reverse order -- so every input cell gets its terms in the order of the NumPy kernel's
   window additions (kernel offsets ascending) while the columns are read as one stream;
   trailing all-zero output slices (a max pool over an odd size) are cropped block by
-  block;
+  block; the product, where Kp * C is a multiple of 16, by the forward's own loop (on
+  ``w``'s transpose);
 * the weight gradient ``cols.T @ g`` as one product per block of ``weight_grad_rows``
   rows into its own partial sum, the partials added in order (0: one product split over
   the pool by rows of the result);
@@ -73,7 +74,7 @@ _SIGNATURES = {
     "single_channel_forward": (_P, _P, _P, _I, _P, _P, _P, _I, _I, _I, _I, _I),
     "single_channel_weight_grad": (_P, _P, _P, _I, _I, _I, _P),  # float32 with AVX-512 only
     "conv_forward": (_P, _P, _P, _I, _I, _P, _P, _P, _I, _I, _I, _I, _I),
-    "conv_input_grad": (_P, _P, _P, _P, _P, _I, _I, _P),
+    "conv_input_grad": (_P, _P, _P, _P, _P, _P, _I, _I, _P),
     "conv_weight_grad": (_P, _P, _P, _I, _I, _I, _I, _I, _P, _P),
     "conv_setup": (_P,),
 }
@@ -523,12 +524,24 @@ class CompiledConv(NumpyConv):
         crop = out_size != g.shape[1:-1]
         scratch = pooled((parts, samples * cells * (kpc + (f if crop else 0))), g.dtype)
         weights = np.ascontiguousarray(w.reshape(kpc, f))
+        # the C++ code's own product reads the transpose
+        wt = np.ascontiguousarray(weights.T) if self.register_product else None
         gx = pooled(tuple(x_shape), g.dtype)
         shape = _geometry(
             n, c, x_shape[1:-1], out_size, kernel_size, strides, dilation, [b for b, _ in pads]
         )
         g_out = np.array((1,) * (3 - len(out_size)) + g.shape[1:-1], np.int64)
-        kernel(_p(g), _p(weights), _p(gx), _p(shape), _p(g_out), f, samples, _p(scratch))
+        kernel(
+            _p(g),
+            _p(weights),
+            None if wt is None else _p(wt),
+            _p(gx),
+            _p(shape),
+            _p(g_out),
+            f,
+            samples,
+            _p(scratch),
+        )
         return gx
 
     def weight_and_bias_grad(self, x, g, geometry, w_shape, saved):

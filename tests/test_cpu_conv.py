@@ -463,23 +463,27 @@ def test_batches_split_over_the_thread_pool(calls, products, monkeypatch, channe
 
 @pytest.mark.parametrize("filters", [16, 48, 64, 80, 128])
 def test_the_register_blocked_product_matches_the_blas(calls, filters):
-    """float32 with filters a multiple of 16: the forward's own product (passes of 144 terms
-    over rows in register tiles, bias and ReLU in the store) against the BLAS's, for kept
-    and scratch columns, 1x1 kernels (x itself), odd row counts and a NaN."""
+    """float32, filters (forward) or Kp * C (input gradient) a multiple of 16: the C++ code's
+    own products (passes of 144 terms over rows in register tiles, bias and ReLU in the
+    store) against the BLAS's, for kept and scratch columns, 1x1 kernels (x itself), odd
+    row counts and a NaN."""
     rng = np.random.default_rng(filters)
     kernel = cpu_conv.CompiledConv()
-    for channels, kernel_size, padding in ((20, (3, 3), "same"), (7, (1, 1), "valid")):
+    for channels, kernel_size, padding in ((32, (3, 3), "same"), (7, (1, 1), "valid")):
         x = rng.standard_normal((5, 9, 7, channels)).astype(np.float32)
         x[1, 2, 3, 4] = np.nan
         w = rng.standard_normal(kernel_size + (channels, filters)).astype(np.float32)
         geometry = _geometry((9, 7), kernel_size, (1, 1), (1, 1), padding)
+        g = rng.standard_normal((5, 9, 7, filters)).astype(np.float32)
         for bias, relu, keep in itertools.product((True, False), (0, 1), (True, False)):
             b = rng.standard_normal(filters).astype(np.float32) if bias else None
             results = []
             for own in (True, False):
                 kernel.register_product = own
-                results.append(_copy(kernel.forward(x, w, b, geometry, relu, keep)[0]))
-            mine, blas = results
-            np.testing.assert_array_equal(np.isnan(mine), np.isnan(blas))
-            _close(np.nan_to_num(mine), np.nan_to_num(blas), np.float32, (bias, relu, keep))
-    assert calls["conv_forward"] == 32
+                y = _copy(kernel.forward(x, w, b, geometry, relu, keep)[0])
+                results.append((y, _copy(kernel.input_grad(g, w, geometry, x.shape))))
+            for index, (mine, blas) in enumerate(zip(*results)):
+                np.testing.assert_array_equal(np.isnan(mine), np.isnan(blas))
+                what = (index, bias, relu, keep)
+                _close(np.nan_to_num(mine), np.nan_to_num(blas), np.float32, what)
+    assert calls["conv_forward"] == 32 and calls["conv_input_grad"] == 16

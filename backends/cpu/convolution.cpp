@@ -398,11 +398,13 @@ inline void single_channel_weight_grad_f32(const float* cols, const float* g, fl
 }
 #endif
 
-// y (rows, f) = a (rows, k; rows ``lda`` apart) @ w (k, f), + bias, then max(y, 0) when relu,
-// as one thread's register-blocked product where it has one (float on AVX-512, f a multiple
-// of 16); false where not (then the BLAS).
+// y (rows, f) = a (rows, k) @ w (k, f), + bias, then max(y, 0) when relu, as one thread's
+// register-blocked product where it has one (float on AVX-512, f a multiple of 16); false
+// where not (then the BLAS). a[i, t] lies at a[i * a_row + t * a_term] (a row-major matrix
+// or the transpose of one).
 template <typename T>
-bool product_rows(const T*, index_t, index_t, index_t, const T*, index_t, T*, const T*, index_t) {
+bool product_rows(const T*, index_t, index_t, index_t, index_t, const T*, index_t, T*, const T*,
+                  index_t) {
     return false;
 }
 
@@ -415,9 +417,9 @@ constexpr index_t kProductDepth = 144;
 // ascending: the sums of OpenBLAS's kernels, one rounding per term, however the terms are
 // split into passes); in the last pass + bias and the ReLU, as bias_relu() after the BLAS.
 template <int V, int R>
-inline void product_tile(const float* a, index_t lda, const float* w, index_t f, float* y,
-                         index_t k0, index_t k1, bool first, bool last, const float* bias,
-                         index_t relu) {
+inline void product_tile(const float* a, index_t a_row, index_t a_term, const float* w,
+                         index_t f, float* y, index_t k0, index_t k1, bool first, bool last,
+                         const float* bias, index_t relu) {
     __m512 acc[R][V];
     for (int i = 0; i < R; ++i) {
         for (int j = 0; j < V; ++j) {
@@ -428,7 +430,7 @@ inline void product_tile(const float* a, index_t lda, const float* w, index_t f,
         __m512 wk[V];
         for (int j = 0; j < V; ++j) wk[j] = _mm512_loadu_ps(w + k * f + 16 * j);
         for (int i = 0; i < R; ++i) {
-            const __m512 v = _mm512_set1_ps(a[i * lda + k]);
+            const __m512 v = _mm512_set1_ps(a[i * a_row + k * a_term]);
             for (int j = 0; j < V; ++j) acc[i][j] = _mm512_fmadd_ps(v, wk[j], acc[i][j]);
         }
     }
@@ -449,38 +451,38 @@ inline void product_tile(const float* a, index_t lda, const float* w, index_t f,
 // Columns [0, 16 V) of y: passes of kProductDepth terms over all rows, R rows at a time
 // (R V accumulators, V rows of w and a broadcast in the 32 registers).
 template <int V>
-void product_panel(const float* a, index_t lda, index_t rows, index_t k, const float* w,
-                   index_t f, float* y, const float* bias, index_t relu) {
+void product_panel(const float* a, index_t a_row, index_t a_term, index_t rows, index_t k,
+                   const float* w, index_t f, float* y, const float* bias, index_t relu) {
     constexpr int R = V == 4 ? 6 : V == 3 ? 8 : V == 2 ? 12 : 24;
     for (index_t k0 = 0; k0 < k; k0 += kProductDepth) {
         const index_t k1 = std::min(k, k0 + kProductDepth);
         const bool first = k0 == 0, last = k1 == k;
         index_t r = 0;
         for (; r + R <= rows; r += R) {
-            product_tile<V, R>(a + r * lda, lda, w, f, y + r * f, k0, k1, first, last, bias,
-                               relu);
+            product_tile<V, R>(a + r * a_row, a_row, a_term, w, f, y + r * f, k0, k1, first,
+                               last, bias, relu);
         }
         for (; r < rows; ++r) {
-            product_tile<V, 1>(a + r * lda, lda, w, f, y + r * f, k0, k1, first, last, bias,
-                               relu);
+            product_tile<V, 1>(a + r * a_row, a_row, a_term, w, f, y + r * f, k0, k1, first,
+                               last, bias, relu);
         }
     }
 }
 
 template <>
-inline bool product_rows<float>(const float* a, index_t lda, index_t rows, index_t k,
-                                const float* w, index_t f, float* y, const float* bias,
-                                index_t relu) {
+inline bool product_rows<float>(const float* a, index_t a_row, index_t a_term, index_t rows,
+                                index_t k, const float* w, index_t f, float* y,
+                                const float* bias, index_t relu) {
     if (f % 16 != 0 || k == 0) return false;
     for (index_t j0 = 0; j0 < f; j0 += 64) {
         const float* wj = w + j0;
         float* yj = y + j0;
         const float* bj = bias != nullptr ? bias + j0 : nullptr;
         switch (std::min<index_t>(4, (f - j0) / 16)) {
-            case 4: product_panel<4>(a, lda, rows, k, wj, f, yj, bj, relu); break;
-            case 3: product_panel<3>(a, lda, rows, k, wj, f, yj, bj, relu); break;
-            case 2: product_panel<2>(a, lda, rows, k, wj, f, yj, bj, relu); break;
-            default: product_panel<1>(a, lda, rows, k, wj, f, yj, bj, relu); break;
+            case 4: product_panel<4>(a, a_row, a_term, rows, k, wj, f, yj, bj, relu); break;
+            case 3: product_panel<3>(a, a_row, a_term, rows, k, wj, f, yj, bj, relu); break;
+            case 2: product_panel<2>(a, a_row, a_term, rows, k, wj, f, yj, bj, relu); break;
+            default: product_panel<1>(a, a_row, a_term, rows, k, wj, f, yj, bj, relu); break;
         }
     }
     return true;
@@ -651,7 +653,9 @@ void conv_forward(const T* x, T* cols, const index_t* geometry, index_t layout, 
                 im2col_rows(x, made, geometry, r0, r1);
                 at = made;
             }
-            if (fast && product_rows<T>(at, width, rows, width, w, f, out, bias, relu)) return;
+            if (fast && product_rows<T>(at, width, 1, rows, width, w, f, out, bias, relu)) {
+                return;
+            }
             gemm_in_line<T>(product, false, false, rows, f, width, T(1), at, width, w, f,
                             T(0), out, f);
         } else {
@@ -670,9 +674,10 @@ void conv_forward(const T* x, T* cols, const index_t* geometry, index_t layout, 
 // of g by w.T into its own columns' gradient (rows, Kp * C) and adds them into gx (col2im)
 // at once. The geometry's output size may be smaller than g_out (trailing all-zero slices
 // cropped): each block's rows are then first copied into the part's scratch. scratch:
-// pool_threads() slices of samples * O * (Kp * C, + F when cropped).
+// pool_threads() slices of samples * O * (Kp * C, + F when cropped). wt, w's transpose
+// (F, Kp * C), when given: the products by product_rows() where it has one.
 template <typename T>
-void conv_input_grad(const T* gy, const T* w, T* gx, const index_t* geometry,
+void conv_input_grad(const T* gy, const T* w, const T* wt, T* gx, const index_t* geometry,
                      const index_t* g_out, index_t f, index_t samples, T* scratch) {
     const ConvGeometry g(geometry);
     const index_t kpc = g.kernel_cells() * g.c;
@@ -701,8 +706,11 @@ void conv_input_grad(const T* gy, const T* w, T* gx, const index_t* geometry,
             }
             a = cropped;
         }
-        gemm_in_line<T>(product, false, true, (n1 - n0) * cells, kpc, f, T(1), a, f, w, f,
-                        T(0), dcols, kpc);
+        const index_t rows = (n1 - n0) * cells;
+        if (wt == nullptr || !product_rows<T>(a, f, 1, rows, f, wt, kpc, dcols, nullptr, 0)) {
+            gemm_in_line<T>(product, false, true, rows, kpc, f, T(1), a, f, w, f, T(0), dcols,
+                            kpc);
+        }
         col2im(dcols, gx, geometry, n0, n1);
     });
 }
@@ -850,10 +858,10 @@ void relu_grad_split(const T* g, const T* y, T* out, index_t size) {
                                  fast);                                                      \
     }                                                                                        \
     extern "C" void dlx_conv_input_grad_##suffix(                                            \
-        const T* gy, const T* w, T* gx, const dlx_cpu::index_t* g,                           \
+        const T* gy, const T* w, const T* wt, T* gx, const dlx_cpu::index_t* g,              \
         const dlx_cpu::index_t* g_out, dlx_cpu::index_t f, dlx_cpu::index_t samples,         \
         T* scratch) {                                                                        \
-        dlx_cpu::conv_input_grad<T>(gy, w, gx, g, g_out, f, samples, scratch);               \
+        dlx_cpu::conv_input_grad<T>(gy, w, wt, gx, g, g_out, f, samples, scratch);           \
     }                                                                                        \
     extern "C" void dlx_conv_weight_grad_##suffix(                                           \
         const T* cols, const T* g, T* out, dlx_cpu::index_t width, dlx_cpu::index_t m,       \
