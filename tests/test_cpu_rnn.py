@@ -535,14 +535,22 @@ def test_sequence_projection_is_compiled_and_matches_the_numpy_kernel(
     assert results[0][1] is None or results[0][1].shape == (B, T, F)
 
 
-def test_sequence_projection_falls_back_for_what_it_does_not_take(calls):
+def test_sequence_projection_falls_back_for_what_it_does_not_take(calls, monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 3, 5)).astype(np.float32)
     kernel = np.asfortranarray(rng.standard_normal((5, 8)).astype(np.float32))
+    expected = np.einsum("btf,fg->tbg", x, kernel)
     projection = cpu_rnn.CompiledSequenceProjection()
     y, saved = projection.forward(x, kernel, None)  # a kernel that is not C-contiguous
-    np.testing.assert_allclose(y, np.einsum("btf,fg->tbg", x, kernel), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
     projection.backward(saved, np.ones((3, 4, 8), np.float32), (True, True, True))
     y, saved = projection.forward(x.astype(np.float16), kernel.astype(np.float16), None)
     assert y.dtype == np.float16
+    monkeypatch.setenv("DLX_KERNELS", "numpy")  # no library
+    cpu_kernels.forget()
+    kernel = np.ascontiguousarray(kernel)
+    y, saved = projection.forward(x, kernel, None)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    dx, dk, db = projection.backward(saved, np.ones((3, 4, 8), np.float32), (True, True, True))
+    np.testing.assert_allclose(db, np.full(8, 12.0))
     assert not calls
