@@ -5,11 +5,14 @@
 // competes with it. One pool that runs both the products (each part a one-thread BLAS call)
 // and the memory-bound kernels keeps every core on dlx's work.
 //
-// The caller runs part 0 itself; workers 1..n-1 wait for a new generation number, first
-// spinning (a training step calls kernels every few microseconds), then, after
-// kSpinMicroseconds without work, asleep on a condition variable, so an idle process
-// uses no CPU. One parallel region runs at a time: a call made while another runs (a
-// second Python thread, or a kernel inside a part) runs in line on its caller.
+// A region is cut into parts (at most one per thread); the caller and the workers claim
+// parts from one atomic ticket, so the caller runs any part a worker has not claimed yet
+// (a worker whose core is busy elsewhere, or that is asleep, delays nothing), then waits
+// only for the parts already running. Workers wait for a new ticket first spinning (a
+// training step calls kernels every few microseconds), then, after kSpinMicroseconds
+// without work, asleep on a condition variable, so an idle process uses no CPU. One
+// region runs at a time: a call made while another runs (a second Python thread, or a
+// kernel inside a part) runs in line on its caller.
 #include <pthread.h>
 
 #include <atomic>
@@ -33,20 +36,27 @@ namespace {
 constexpr int kMaxThreads = 256;
 constexpr int kSpinMicroseconds = 300;
 
+// The ticket: region number (high 32 bits), its part count (next 16) and the next part
+// to claim (low 16). A claim is one compare-and-swap; a worker late for a region finds a
+// newer number (or no part left) and takes nothing from it.
+using ticket_t = std::uint64_t;
+constexpr ticket_t region_of(ticket_t t) { return t >> 32; }
+constexpr int parts_of(ticket_t t) { return int((t >> 16) & 0xffff); }
+constexpr int next_of(ticket_t t) { return int(t & 0xffff); }
+
 struct Pool {
-    int threads = 1;   // wanted, caller included
-    int started = 1;   // running, caller included
+    int threads = 1;  // wanted, caller included
+    int started = 1;  // running, caller included
     std::atomic<bool> busy{false};
-    std::atomic<std::uint64_t> generation{0};
-    std::atomic<int> pending{0};
+    std::atomic<ticket_t> ticket{0};
+    std::atomic<int> done{0};  // parts of the region finished
     std::atomic<int> sleepers{0};
     std::mutex lock;
     std::condition_variable wake;
-    // the region now running
+    // the region now running; written before its ticket is published
     parallel_body body = nullptr;
     void* context = nullptr;
     index_t n = 0;
-    int parts = 1;
 };
 
 // Never destroyed: workers may still wait on its condition variable at exit.
@@ -55,39 +65,43 @@ Pool& pool() {
     return *made;
 }
 
-void run_part(Pool& p, int part) {
-    const index_t begin = p.n * part / p.parts, end = p.n * (part + 1) / p.parts;
-    if (begin < end) p.body(p.context, begin, end);
+// Claim and run parts of region ``region`` until none is left; returns how many ran.
+int run_parts(Pool& p, ticket_t region) {
+    int ran = 0;
+    ticket_t t = p.ticket.load(std::memory_order_acquire);
+    while (region_of(t) == region && next_of(t) < parts_of(t)) {
+        if (!p.ticket.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel)) continue;
+        const int part = next_of(t), parts = parts_of(t);
+        const index_t begin = p.n * part / parts, end = p.n * (part + 1) / parts;
+        if (begin < end) p.body(p.context, begin, end);
+        p.done.fetch_add(1, std::memory_order_acq_rel);
+        ++ran;
+        t = p.ticket.load(std::memory_order_acquire);
+    }
+    return ran;
 }
 
-void worker(int index, std::uint64_t seen) {
+void worker(ticket_t seen) {
     Pool& p = pool();
     for (;;) {
         auto since = std::chrono::steady_clock::now();
-        for (int spins = 0; p.generation.load(std::memory_order_acquire) == seen; ++spins) {
+        ticket_t t;
+        for (int spins = 0; region_of(t = p.ticket.load(std::memory_order_acquire)) ==
+                            region_of(seen);
+             ++spins) {
             DLX_PAUSE();
             if ((spins & 255) == 255 &&
                 std::chrono::steady_clock::now() - since >
                     std::chrono::microseconds(kSpinMicroseconds)) {
                 std::unique_lock<std::mutex> hold(p.lock);
                 p.sleepers.fetch_add(1);
-                p.wake.wait(hold, [&] {
-                    return p.generation.load(std::memory_order_acquire) != seen;
-                });
+                p.wake.wait(hold, [&] { return region_of(p.ticket.load()) != region_of(seen); });
                 p.sleepers.fetch_sub(1);
-                break;
+                since = std::chrono::steady_clock::now();
             }
         }
-        seen = p.generation.load(std::memory_order_acquire);
-        if (index < p.parts) run_part(p, index);
-        p.pending.fetch_sub(1, std::memory_order_acq_rel);
-    }
-}
-
-void start_workers(Pool& p) {
-    while (p.started < p.threads) {
-        std::thread(worker, p.started, p.generation.load()).detach();
-        ++p.started;
+        seen = t;
+        run_parts(p, region_of(t));
     }
 }
 
@@ -98,7 +112,6 @@ void forget_workers_after_fork() {
     new (&p.wake) std::condition_variable();
     p.started = 1;
     p.sleepers.store(0);
-    p.pending.store(0);
     p.busy.store(false);
 }
 
@@ -129,19 +142,29 @@ extern "C" void dlx_parallel_for(dlx_cpu::parallel_body body, void* context, ind
         if (n > 0) body(context, 0, n);
         return;
     }
-    if (p.started < p.threads) dlx_cpu::start_workers(p);
-    if (parts > p.started) parts = p.started;
+    while (p.started < p.threads) {
+        std::thread(dlx_cpu::worker, p.ticket.load()).detach();
+        ++p.started;
+    }
     p.body = body;
     p.context = context;
     p.n = n;
-    p.parts = int(parts);
-    p.pending.store(p.started - 1, std::memory_order_relaxed);
-    p.generation.fetch_add(1, std::memory_order_acq_rel);
+    p.done.store(0, std::memory_order_relaxed);
+    const dlx_cpu::ticket_t region = dlx_cpu::region_of(p.ticket.load()) + 1;
+    p.ticket.store((region << 32) | (dlx_cpu::ticket_t(parts) << 16), std::memory_order_seq_cst);
     if (p.sleepers.load() > 0) {
         std::lock_guard<std::mutex> hold(p.lock);
         p.wake.notify_all();
     }
-    dlx_cpu::run_part(p, 0);
-    while (p.pending.load(std::memory_order_acquire) > 0) DLX_PAUSE();
+    dlx_cpu::run_parts(p, region);
+    for (int spins = 0; p.done.load(std::memory_order_acquire) < parts; ++spins) {
+        // a claimed part is running on a worker; give its core back now and then in case
+        // that worker shares ours
+        if ((spins & 1023) == 1023) {
+            std::this_thread::yield();
+        } else {
+            DLX_PAUSE();
+        }
+    }
     p.busy.store(false, std::memory_order_release);
 }
