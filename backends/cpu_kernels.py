@@ -36,6 +36,7 @@ def compiled(source, name, dtype, *argtypes):
 def forget():
     """Drop the looked-up functions (tests that switch the library off and on)."""
     _FUNCTIONS.clear()
+    _DENSE.clear()
     cpu_library.reset()
 
 
@@ -211,8 +212,29 @@ def matmul(a, b, out=None):
     return out
 
 
-def _dense_ready(dtype, *arrays):
-    return plain(dtype, *arrays) and _matmul_kernel(dtype) is not None and all(arrays[0].shape)
+_DENSE = {}  # dtype -> (linear_forward, linear_backward) C functions, or None
+
+
+def _dense_functions(dtype):
+    """The C functions of the Dense kernels for ``dtype``, looked up once (a Dense step calls
+    them six times: the checks and lookups cost more than the C call for small layers)."""
+    found = _DENSE.get(dtype, False)
+    if found is False:
+        found = None
+        if _matmul_kernel(dtype) is not None:
+            found = (
+                compiled(
+                    "matmul", "linear_forward", dtype, _I, _I, _I, _P, _P, _P, ctypes.c_int, _P
+                ),
+                compiled("matmul", "linear_backward", dtype, _I, _I, _I, *[_P] * 8),
+            )
+            found = None if None in found else found
+        _DENSE[dtype] = found
+    return found
+
+
+def _fits(dtype, a):
+    return type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous
 
 
 def linear_forward(x, kernel, bias, relu):
@@ -220,13 +242,19 @@ def linear_forward(x, kernel, bias, relu):
     bias ``(N,)`` or None, as one split product with the bias and ReLU done by each part;
     None when not handled."""
     dtype = x.dtype
-    arrays = (x, kernel) if bias is None else (x, kernel, bias)
-    if x.ndim != 2 or not _dense_ready(dtype, *arrays) or kernel.shape[1] == 0:
+    functions = _dense_functions(dtype)
+    if (
+        functions is None
+        or x.ndim != 2
+        or not (_fits(dtype, x) and _fits(dtype, kernel))
+        or not (bias is None or _fits(dtype, bias))
+        or 0 in x.shape
+        or kernel.shape[1] == 0
+    ):
         return None
-    f = compiled("matmul", "linear_forward", dtype, _I, _I, _I, _P, _P, _P, ctypes.c_int, _P)
     (M, K), N = x.shape, kernel.shape[1]
     y = np.empty((M, N), dtype)
-    f(M, N, K, p(x), p(kernel), None if bias is None else p(bias), int(bool(relu)), p(y))
+    functions[0](M, N, K, p(x), p(kernel), None if bias is None else p(bias), int(relu), p(y))
     return y
 
 
@@ -234,16 +262,22 @@ def linear_backward(g, y, x, kernel, need_x, need_kernel, need_bias):
     """``(gx, g_kernel, g_bias)`` of :func:`linear_forward` given dL/dy ``g`` ``(M, N)`` and, for
     a fused ReLU, its output ``y`` (else None); unwanted ones are None. None when not handled."""
     dtype = g.dtype
-    arrays = (g, x, kernel) if y is None else (g, x, kernel, y)
-    if g.ndim != 2 or not _dense_ready(dtype, *arrays) or kernel.shape[1] == 0:
+    functions = _dense_functions(dtype)
+    if (
+        functions is None
+        or g.ndim != 2
+        or not (_fits(dtype, g) and _fits(dtype, x) and _fits(dtype, kernel))
+        or not (y is None or _fits(dtype, y))
+        or 0 in x.shape
+        or kernel.shape[1] == 0
+    ):
         return None
-    f = compiled("matmul", "linear_backward", dtype, _I, _I, _I, *[_P] * 8)
     (M, K), N = x.shape, kernel.shape[1]
-    masked = np.empty_like(g) if y is not None else g
+    masked = g if y is None else np.empty_like(g)
     gx = np.empty((M, K), dtype) if need_x else None
     gk = np.empty((K, N), dtype) if need_kernel else None
     gb = np.empty(N, dtype) if need_bias else None
-    f(
+    functions[1](
         M,
         N,
         K,
@@ -252,7 +286,9 @@ def linear_backward(g, y, x, kernel, need_x, need_kernel, need_bias):
         p(x),
         p(kernel),
         p(masked),
-        *(None if a is None else p(a) for a in (gx, gk, gb)),
+        None if gx is None else p(gx),
+        None if gk is None else p(gk),
+        None if gb is None else p(gb),
     )
     return gx, gk, gb
 
