@@ -14,9 +14,13 @@ from the heap instead of fresh mmap'd (page-faulting) memory. Without that, whic
 first decided the state for the other: PyTorch's LSTM step took 10.2 ms in a
 fresh process and 6.5 ms after any large free (2026-12-02), which is what made
 its times jump between runs. ``--no-settle-allocator`` leaves it alone.
+
+``--busy-core`` measures with a second process spinning on one core, as on a shared
+machine or CI runner.
 """
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -36,6 +40,22 @@ def settle_allocator():
 
     block = np.ones(24 * 2**20 // 8)
     del block
+
+
+class BusyCore:
+    """``with BusyCore():`` keeps one core busy with a second process spinning, as on a shared
+    machine (``--busy-core``): how each framework copes when a core it counts on is taken."""
+
+    def __enter__(self):
+        import subprocess
+
+        self.process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(0.2)
+        return self
+
+    def __exit__(self, *exc):
+        self.process.kill()
+        self.process.wait()
 
 
 def median_time(step, repeats, warmup):
@@ -65,6 +85,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--no-settle-allocator", dest="settle", action="store_false")
+    parser.add_argument("--busy-core", action="store_true",
+                        help="measure with one core kept busy by another process")
     args = parser.parse_args(argv)
     if args.settle:
         settle_allocator()
@@ -81,7 +103,8 @@ def main(argv=None):
         torch, torch_version, threads = None, "not installed", None
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch_version} ({threads} threads), allocator "
-          f"{'settled' if args.settle else 'as found'}")
+          f"{'settled' if args.settle else 'as found'}"
+          f"{', one core busy' if args.busy_core else ''}")
     print("| workload | batch | dlx ms | torch ms | dlx / torch |")
     print("|---|---|---|---|---|")
     for name in names:
@@ -89,7 +112,8 @@ def main(argv=None):
         batch = BATCHES.get(name, 64)
         dlx_step = dlx_builder(batch)
         torch_step = torch_builder(batch) if torch is not None else None
-        t_dlx, t_torch = interleaved(dlx_step, torch_step, args.repeats, args.warmup)
+        with BusyCore() if args.busy_core else contextlib.nullcontext():
+            t_dlx, t_torch = interleaved(dlx_step, torch_step, args.repeats, args.warmup)
         ratio = f"{t_dlx / t_torch:.2f}" if t_torch else "-"
         torch_ms = f"{t_torch * 1e3:.2f}" if t_torch else "-"
         print(f"| {name} | {batch} | {t_dlx * 1e3:.2f} | {torch_ms} | {ratio} |", flush=True)
