@@ -131,10 +131,13 @@ def install_abort_on_error(communicator):
             return previous(kind, value, tb)
         sys.stderr.write(
             f"dlx.distributed: rank {communicator.rank} of {communicator.size} failed:\n"
+            + "".join(traceback.format_exception(kind, value, tb))
         )
-        traceback.print_exception(kind, value, tb)
         sys.stderr.flush()
         sys.stdout.flush()
+        # MPI_Abort can end mpiexec's output forwarding before it has passed on what was just
+        # written (seen once in a full test run on a busy machine): give it a moment
+        time.sleep(0.2)
         communicator.abort(1)
 
     sys.excepthook = excepthook
