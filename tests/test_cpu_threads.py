@@ -244,3 +244,28 @@ def test_numpys_openblas_is_found_without_threadpoolctl(monkeypatch):
     monkeypatch.setattr(blas_threads, "_SYMBOLS", {})
     monkeypatch.setattr(blas_threads, "blas_controllers", lambda: ())
     assert blas_threads.openblas_symbol("cblas_sgemm") == with_threadpoolctl
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_optimizer_kernels_flush_subnormal_slots_and_leave_numpy_alone(monkeypatch, threads):
+    # Adam's m for a unit whose gradient stays zero decays into the subnormal range, where
+    # every operation is many times slower; the compiled optimizers flush it to zero
+    monkeypatch.setenv("DLX_NUM_THREADS", threads)
+    cpu_kernels.forget()
+    n = 100_000
+    w = np.ones(n, np.float32)
+    g = np.zeros(n, np.float32)
+    m = np.full(n, 1e-39, np.float32)  # subnormal
+    v = np.full(n, 1e-3, np.float32)
+    cpu_kernels.adam_update_many([w], [g], [m], [v], 1e-3, 0.9, 0.999, 1e-7)
+    assert not np.any(m), "the subnormal m was not flushed"
+    m = np.full(n, 2e-38, np.float32)
+    cpu_kernels.adam_update_many([w], [g], [m], [v], 1e-3, 0.9, 0.999, 1e-7)
+    assert np.all(m >= np.finfo(np.float32).tiny), "a decaying m became subnormal"
+    momentum = np.full(n, 1e-39, np.float32)  # subnormal input
+    assert cpu_kernels.sgd_momentum_update(w, g, momentum, 0.1, 0.9, False)
+    assert not np.any(momentum)
+    # the flush is the kernels' own: NumPy on this thread still keeps subnormals
+    tiny = np.float32(2e-38) * np.float32(0.5)
+    assert tiny != 0 and tiny < np.finfo(np.float32).tiny
+    cpu_kernels.forget()

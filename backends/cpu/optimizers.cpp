@@ -2,7 +2,33 @@
 // over dlx's thread pool.
 #include "parallel.h"
 
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
 DLX_EXPORT_CONNECT
+
+namespace dlx_cpu {
+
+// Subnormal numbers flushed to zero (inputs and results) for the life of the object, on this
+// thread. Why: a slot that only decays (Adam's m for a unit whose gradient is always zero:
+// m *= 0.9 per step) reaches the subnormal range after some 800 steps, and from then on every
+// operation on it takes a microcode assist: mlp_train's Adam step went from 0.19 to 3.4 ms.
+// Flushed, such a slot becomes 0 a little earlier, which changes no update by more than the
+// smallest normal float; TensorFlow flushes subnormals on the CPU by default too.
+class FlushSubnormals {
+  public:
+#if defined(__SSE__)
+    FlushSubnormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | kFlushToZero | kZeroInputs); }
+    ~FlushSubnormals() { _mm_setcsr(saved_); }
+
+  private:
+    static constexpr unsigned kFlushToZero = 0x8000, kZeroInputs = 0x0040;
+    unsigned saved_;
+#endif
+};
+
+}  // namespace dlx_cpu
 
 namespace dlx_cpu {
 
@@ -35,6 +61,7 @@ void adam_many(index_t count, const index_t* sizes, T* const* w, const T* const*
     index_t total = 0;
     for (index_t k = 0; k < count; ++k) total += sizes[k];
     parallel_for(total, kGrain, [&](index_t begin, index_t end) {
+        FlushSubnormals flush;
         index_t offset = 0;
         for (index_t k = 0; k < count && offset < end; offset += sizes[k], ++k) {
             const index_t lo = begin > offset ? begin - offset : 0;
@@ -130,6 +157,7 @@ void rmsprop_serial(T* w, const T* g, T* v, T* m, index_t n, T lr, T rho, T one_
 template <typename T>
 void sgd_momentum(T* w, const T* g, T* m, index_t n, T lr, T momentum, bool nesterov) {
     parallel_for(n, kGrain, [&](index_t begin, index_t end) {
+        FlushSubnormals flush;
         sgd_momentum_serial<T>(w + begin, g + begin, m + begin, end - begin, lr, momentum,
                                nesterov);
     });
@@ -139,6 +167,7 @@ template <typename T>
 void rmsprop(T* w, const T* g, T* v, T* m, index_t n, T lr, T rho, T one_minus_rho, T epsilon,
              T momentum) {
     parallel_for(n, kGrain, [&](index_t begin, index_t end) {
+        FlushSubnormals flush;
         rmsprop_serial<T>(w + begin, g + begin, v + begin, m ? m + begin : nullptr, end - begin,
                           lr, rho, one_minus_rho, epsilon, momentum);
     });
