@@ -233,10 +233,6 @@ def _dense_functions(dtype):
     return found
 
 
-def _fits(dtype, a):
-    return type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous
-
-
 def linear_forward(x, kernel, bias, relu):
     """The Dense layer's ``x @ kernel + bias`` (then ReLU), x ``(M, K)``, kernel ``(K, N)``,
     bias ``(N,)`` or None, as one split product with the bias and ReLU done by each part;
@@ -246,8 +242,8 @@ def linear_forward(x, kernel, bias, relu):
     if (
         functions is None
         or x.ndim != 2
-        or not (_fits(dtype, x) and _fits(dtype, kernel))
-        or not (bias is None or _fits(dtype, bias))
+        or not plain(dtype, x, kernel)
+        or not (bias is None or plain(dtype, bias))
         or 0 in x.shape
         or kernel.shape[1] == 0
     ):
@@ -266,8 +262,8 @@ def linear_backward(g, y, x, kernel, need_x, need_kernel, need_bias):
     if (
         functions is None
         or g.ndim != 2
-        or not (_fits(dtype, g) and _fits(dtype, x) and _fits(dtype, kernel))
-        or not (y is None or _fits(dtype, y))
+        or not plain(dtype, g, x, kernel)
+        or not (y is None or plain(dtype, y))
         or 0 in x.shape
         or kernel.shape[1] == 0
     ):
