@@ -80,13 +80,18 @@ def interleaved(dlx_step, torch_step, repeats, warmup, rounds=5):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("names", nargs="*")
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--no-settle-allocator", dest="settle", action="store_false")
-    parser.add_argument("--busy-core", action="store_true",
-                        help="measure with one core kept busy by another process")
+    parser.add_argument(
+        "--busy-core",
+        action="store_true",
+        help="measure with one core kept busy by another process",
+    )
     args = parser.parse_args(argv)
     if args.settle:
         settle_allocator()
@@ -96,15 +101,20 @@ def main(argv=None):
         import threadpoolctl
         import torch
 
-        threads = max(info["num_threads"] for info in threadpoolctl.threadpool_info()) or os.cpu_count()
+        threads = (
+            max(info["num_threads"] for info in threadpoolctl.threadpool_info()) or os.cpu_count()
+        )
         torch.set_num_threads(threads)
         torch_version = torch.__version__
     except ImportError:
         torch, torch_version, threads = None, "not installed", None
-    print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch_version} ({threads} threads), allocator "
-          f"{'settled' if args.settle else 'as found'}"
-          f"{', one core busy' if args.busy_core else ''}")
+    print(
+        f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} "
+        "cores, "
+        f"torch {torch_version} ({threads} threads), allocator "
+        f"{'settled' if args.settle else 'as found'}"
+        f"{', one core busy' if args.busy_core else ''}"
+    )
     print("| workload | batch | dlx ms | torch ms | dlx / torch |")
     print("|---|---|---|---|---|")
     for name in names:

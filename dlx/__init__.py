@@ -41,11 +41,17 @@ def from_dlpack(x):
 
 
 # the levels above autograd, imported in order (each needs only those before it)
-from . import ops  # noqa: E402
-from . import initializers, regularizers  # noqa: E402
-from . import layers  # noqa: E402
-from . import callbacks, losses, metrics, optimizers  # noqa: E402
-from . import data  # noqa: E402
+from . import (  # noqa: E402  # noqa: E402
+    callbacks,
+    data,  # noqa: E402
+    initializers,
+    layers,  # noqa: E402
+    losses,
+    metrics,
+    ops,  # noqa: E402
+    optimizers,
+    regularizers,
+)
 from .models import Model, NonFiniteLossError, Sequential  # noqa: E402
 from .models.saving import load_model  # noqa: E402
 from .models.serialization import register_serializable  # noqa: E402
@@ -63,10 +69,37 @@ def __getattr__(name):
 
 
 __all__ = [
-    "Function", "Model", "NonFiniteLossError", "Sequential", "Tensor", "Variable", "asarray",
+    "Function",
+    "Model",
+    "NonFiniteLossError",
+    "Sequential",
+    "Tensor",
+    "Variable",
+    "asarray",
     "from_dlpack",
-    "backends", "callbacks", "data", "enable_grad", "epsilon", "floatx", "get_backend",
-    "initializers", "is_grad_enabled", "layers", "list_backends", "load_model", "losses",
-    "metrics", "no_grad", "ops", "optimizers", "plot_history", "register_serializable",
-    "regularizers", "set_backend", "set_epsilon", "set_floatx", "set_seed", "to_numpy",
+    "backends",
+    "callbacks",
+    "data",
+    "enable_grad",
+    "epsilon",
+    "floatx",
+    "get_backend",
+    "initializers",
+    "is_grad_enabled",
+    "layers",
+    "list_backends",
+    "load_model",
+    "losses",
+    "metrics",
+    "no_grad",
+    "ops",
+    "optimizers",
+    "plot_history",
+    "register_serializable",
+    "regularizers",
+    "set_backend",
+    "set_epsilon",
+    "set_floatx",
+    "set_seed",
+    "to_numpy",
 ]

@@ -50,7 +50,14 @@ class Tensor:
     """
 
     __slots__ = (
-        "value", "requires_grad", "grad", "creator", "name", "retains_grad", "mask", "__weakref__",
+        "value",
+        "requires_grad",
+        "grad",
+        "creator",
+        "name",
+        "retains_grad",
+        "mask",
+        "__weakref__",
     )
     __array_ufunc__ = None  # make numpy defer to Tensor's reflected operators
     __array_priority__ = 1000
@@ -388,8 +395,10 @@ def as_backend_array(value, dtype=None):
     if isinstance(value, Tensor):
         value = value.value
     current = backends.get_backend()
-    owner = None if isinstance(value, (int, float, bool, list, tuple)) else (
-        backends.registry._owner_or_none(value)
+    owner = (
+        None
+        if isinstance(value, (int, float, bool, list, tuple))
+        else (backends.registry._owner_or_none(value))
     )
     if owner is None and hasattr(value, "__dlpack__"):  # torch/JAX/...: zero-copy via DLPack
         value = current.from_dlpack(value)

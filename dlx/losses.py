@@ -32,7 +32,9 @@ def _constant(array):
 
 def _check_same_shape(name, y_true, y_pred):
     if tuple(y_true.shape) != tuple(y_pred.shape):
-        if tuple(y_true.shape) == tuple(y_pred.shape[:-1]) + (1,) or tuple(y_true.shape) + (1,) == tuple(y_pred.shape):
+        if tuple(y_true.shape) == tuple(y_pred.shape[:-1]) + (1,) or tuple(y_true.shape) + (
+            1,
+        ) == tuple(y_pred.shape):
             return
         raise ValueError(
             f"{name}: y_true of shape {tuple(y_true.shape)} does not match y_pred of shape "
@@ -89,7 +91,8 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
     t = _as_target(y_true, y_pred)
     if tuple(t.shape) != tuple(y_pred.shape):
         raise ValueError(
-            f"categorical_crossentropy: y_true of shape {tuple(t.shape)} must match y_pred of shape "
+            f"categorical_crossentropy: y_true of shape {tuple(t.shape)} must match y_pred of "
+            "shape "
             f"{tuple(y_pred.shape)} (one-hot targets); for integer labels use "
             f"sparse_categorical_crossentropy"
         )
@@ -145,7 +148,9 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_cl
     else:
         eps = epsilon()
         p = ops.clip(y_pred / ops.sum(y_pred, axis=-1, keepdims=True), eps, 1.0 - eps)
-        one_hot = xp.astype(labels[..., None] == xp.arange(classes, device=labels.device), y_pred.dtype)
+        one_hot = xp.astype(
+            labels[..., None] == xp.arange(classes, device=labels.device), y_pred.dtype
+        )
         loss = -ops.sum(_constant(one_hot) * ops.log(p), axis=-1)
     if valid is not None:
         loss = loss * _constant(xp.astype(valid, y_pred.dtype))
@@ -185,7 +190,9 @@ class Loss:
 
     def __init__(self, reduction="sum_over_batch_size", name=None):
         if reduction not in REDUCTIONS:
-            raise ValueError(f"{type(self).__name__}: unknown reduction {reduction!r}; use one of {REDUCTIONS}")
+            raise ValueError(
+                f"{type(self).__name__}: unknown reduction {reduction!r}; use one of {REDUCTIONS}"
+            )
         self.reduction = reduction
         self.name = name or _snake(type(self).__name__)
 
@@ -258,8 +265,12 @@ class SparseCategoricalCrossentropy(
 ):
     def __call__(self, y_true, y_pred, sample_weight=None):
         options = self.options
-        if (options["from_logits"] and options["ignore_class"] is None and sample_weight is None
-                and self.reduction == "sum_over_batch_size"):
+        if (
+            options["from_logits"]
+            and options["ignore_class"] is None
+            and sample_weight is None
+            and self.reduction == "sum_over_batch_size"
+        ):
             # the usual training loss as one fused node
             y_pred = _tensor(y_pred)
             labels = _sparse_labels(y_true, y_pred)
@@ -342,7 +353,9 @@ def get(identifier):
         if identifier in _FUNCTIONS:
             return _FUNCTIONS[identifier]()
         return LossFunctionWrapper(identifier)
-    raise ValueError(f"Unknown loss {identifier!r}; choose one of {sorted(ALIASES)} or pass a callable.")
+    raise ValueError(
+        f"Unknown loss {identifier!r}; choose one of {sorted(ALIASES)} or pass a callable."
+    )
 
 
 def serialize(loss):

@@ -64,7 +64,9 @@ class Mean(Metric):
             self.count = self.count + weight
             return
         xp = backend_of(values).xp
-        self._accumulate(xp.reshape(values, (-1,)) if values.ndim else xp.reshape(values, (1,)), sample_weight)
+        self._accumulate(
+            xp.reshape(values, (-1,)) if values.ndim else xp.reshape(values, (1,)), sample_weight
+        )
 
 
 class MeanMetricWrapper(Metric):
@@ -166,9 +168,13 @@ def get(identifier, loss=None):
         if identifier in ALIASES:
             return ALIASES[identifier](name=identifier)
     elif callable(identifier):
-        wrapper = type(getattr(identifier, "__name__", "metric"), (MeanMetricWrapper,),
-                       {"fn": staticmethod(identifier)})
+        wrapper = type(
+            getattr(identifier, "__name__", "metric"),
+            (MeanMetricWrapper,),
+            {"fn": staticmethod(identifier)},
+        )
         return wrapper(name=getattr(identifier, "__name__", "metric"))
     raise ValueError(
-        f"Unknown metric {identifier!r}; choose 'accuracy' or one of {sorted(ALIASES)}, or pass a callable."
+        f"Unknown metric {identifier!r}; choose 'accuracy' or one of {sorted(ALIASES)}, or pass "
+        "a callable."
     )

@@ -13,13 +13,15 @@ from dlx import layers
 
 
 def build_model():
-    return dlx.Sequential([
-        layers.Input((64,)),
-        layers.Dense(256, activation="relu"),
-        layers.Dropout(0.2),
-        layers.Dense(128, activation="relu"),
-        layers.Dense(10, activation="softmax"),
-    ])
+    return dlx.Sequential(
+        [
+            layers.Input((64,)),
+            layers.Dense(256, activation="relu"),
+            layers.Dropout(0.2),
+            layers.Dense(128, activation="relu"),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
 
 
 def main(epochs=30, batch_size=32, verbose=1):
@@ -29,8 +31,14 @@ def main(epochs=30, batch_size=32, verbose=1):
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     if verbose:
         model.summary()
-    model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, validation_split=0.1,
-              verbose=verbose)
+    model.fit(
+        x_train,
+        y_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_split=0.1,
+        verbose=verbose,
+    )
     loss, accuracy = model.evaluate(x_test, y_test, verbose=0)
     print(f"test loss {loss:.4f} - test accuracy {accuracy:.4f} (backend {dlx.get_backend().name})")
     return accuracy

@@ -76,8 +76,11 @@ def check_layer_gradients(layer, x, rtol=1e-5, atol=1e-7, training=False, **call
     initial = [to_host(w.value) for w in weights]
 
     # check the input gradient with weights fixed, then each weight through a wrapper
-    check_gradients(lambda xt: layer(xt, training=training, **call_kwargs), [x], rtol=rtol, atol=atol)
+    check_gradients(
+        lambda xt: layer(xt, training=training, **call_kwargs), [x], rtol=rtol, atol=atol
+    )
     for index, w in enumerate(weights):
+
         def with_weight(wt, w=w):
             saved = w.value
             w.value = wt.value
@@ -105,8 +108,9 @@ def check_layer_gradients(layer, x, rtol=1e-5, atol=1e-7, training=False, **call
                 return float(sum(float((to_host(o.value) * ri).sum()) for o, ri in zip(outs, r)))
 
         numeric = numeric_gradient(value, [initial[index]], 0)
-        np.testing.assert_allclose(analytic, numeric, rtol=rtol, atol=atol,
-                                   err_msg=f"gradient of weight {w.name}")
+        np.testing.assert_allclose(
+            analytic, numeric, rtol=rtol, atol=atol, err_msg=f"gradient of weight {w.name}"
+        )
 
 
 def count_compiled_calls(monkeypatch, source, key=lambda name, args: name):

@@ -18,14 +18,18 @@ def test_builtin_backends_are_listed():
 def test_default_backend_is_numpy():
     code = "import dlx; print(dlx.get_backend().name)"
     env = {k: v for k, v in os.environ.items() if k != "DLX_BACKEND"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
     assert out.stdout.strip() == "numpy"
 
 
 def test_env_var_sets_default_backend():
     code = "import dlx; print(dlx.get_backend().name)"
     env = {**os.environ, "DLX_BACKEND": "array_api_strict"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
     assert out.stdout.strip() == "array_api_strict"
 
 
@@ -56,7 +60,9 @@ def test_cupy_without_cupy_or_gpu_raises_one_clear_error():
     if has_cupy:
         pytest.skip("CuPy is installed here; this checks the message on machines without it")
     backends.registry._INSTANCES.pop("cupy", None)
-    with pytest.raises(backends.BackendUnavailableError, match="needs CuPy, which is not installed"):
+    with pytest.raises(
+        backends.BackendUnavailableError, match="needs CuPy, which is not installed"
+    ):
         dlx.set_backend("cupy")
     assert dlx.get_backend().name == "numpy"  # the failed switch changed nothing
 
@@ -92,7 +98,9 @@ def test_mixing_backends_in_one_op_names_both():
     strict = backends.registry._instance("array_api_strict")
     a = dlx.Tensor(strict.asarray(np.ones(3)))
     b = dlx.Tensor(np.ones(3))
-    with pytest.raises(backends.DeviceMismatchError, match="array_api_strict.*numpy|numpy.*array_api_strict"):
+    with pytest.raises(
+        backends.DeviceMismatchError, match="array_api_strict.*numpy|numpy.*array_api_strict"
+    ):
         dlx.ops.add(a, b)
 
 
@@ -129,7 +137,9 @@ def test_kernels_can_be_turned_off():
 def test_generic_env_var_disables_kernels():
     code = "import dlx; print(dlx.get_backend().kernel('adam_update'))"
     env = {**os.environ, "DLX_KERNELS": "generic"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
     assert out.stdout.strip() == "None"
 
 

@@ -23,8 +23,9 @@ def test_dense_on_3d_input_uses_last_axis(backend):
 
 
 def test_dense_with_regularizers_gradients(backend):
-    layer = layers.Dense(3, dtype="float64", kernel_regularizer=regularizers.L1L2(0.01, 0.02),
-                         bias_regularizer="l2")
+    layer = layers.Dense(
+        3, dtype="float64", kernel_regularizer=regularizers.L1L2(0.01, 0.02), bias_regularizer="l2"
+    )
     layer(np.zeros((1, 4)))
     kernel, bias = layer.trainable_weights
     check_gradients(lambda k: regularizers.L1L2(0.01, 0.02)(k), [dlx.to_numpy(kernel.value) + 0.1])

@@ -26,9 +26,21 @@ CASES = [
     ("binary_crossentropy", "BinaryCrossentropy", {"label_smoothing": 0.1}, BINARY, SIGMOIDS),
     ("categorical_crossentropy", "CategoricalCrossentropy", {}, ONE_HOT, PROBS),
     ("categorical_crossentropy", "CategoricalCrossentropy", {"from_logits": True}, ONE_HOT, LOGITS),
-    ("categorical_crossentropy", "CategoricalCrossentropy", {"label_smoothing": 0.2, "from_logits": True}, ONE_HOT, LOGITS),
+    (
+        "categorical_crossentropy",
+        "CategoricalCrossentropy",
+        {"label_smoothing": 0.2, "from_logits": True},
+        ONE_HOT,
+        LOGITS,
+    ),
     ("sparse_categorical_crossentropy", "SparseCategoricalCrossentropy", {}, SPARSE, PROBS),
-    ("sparse_categorical_crossentropy", "SparseCategoricalCrossentropy", {"from_logits": True}, SPARSE, LOGITS),
+    (
+        "sparse_categorical_crossentropy",
+        "SparseCategoricalCrossentropy",
+        {"from_logits": True},
+        SPARSE,
+        LOGITS,
+    ),
     ("kl_divergence", "KLDivergence", {}, PROBS[::-1].copy(), PROBS),
     ("log_cosh", "LogCosh", {}, REGRESSION, LOGITS),
     ("hinge", "Hinge", {}, BINARY, LOGITS),
@@ -56,7 +68,9 @@ def test_loss_value_and_gradient_match_keras(keras, case):
     expected = reference(torch.tensor(y_true), torch_pred)
     expected.backward()
     np.testing.assert_allclose(value.item(), float(expected.detach()), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(dlx.to_numpy(pred.grad), torch_pred.grad.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        dlx.to_numpy(pred.grad), torch_pred.grad.numpy(), rtol=1e-4, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)

@@ -44,7 +44,10 @@ UNARY = {
     "logsumexp": (lambda x: ops.logsumexp(x, axis=-1), r(3, 4)),
     "var": (lambda x: ops.var(x, axis=0), r(3, 4)),
     "std": (lambda x: ops.std(x, axis=1), r(3, 4)),
-    "reshape": (lambda x: ops.reshape(x, (4, 3)) * dlx.asarray(np.arange(12.0).reshape(4, 3)), r(3, 4)),
+    "reshape": (
+        lambda x: ops.reshape(x, (4, 3)) * dlx.asarray(np.arange(12.0).reshape(4, 3)),
+        r(3, 4),
+    ),
     "transpose": (lambda x: ops.transpose(x, (2, 0, 1)), r(2, 3, 4)),
     "expand_squeeze": (lambda x: ops.squeeze(ops.expand_dims(x, 1) * 2.0, 1), r(3, 4)),
     "broadcast_to": (lambda x: ops.broadcast_to(x, (2, 3, 4)), r(3, 1)),
@@ -88,7 +91,11 @@ BINARY = {
     "linear": (lambda x, w: ops.linear(x, w), r(2, 3, 4), r(4, 5)),
     "concat": (lambda a, b: ops.concat([a, b], axis=1), r(3, 2), r(3, 4)),
     "stack": (lambda a, b: ops.stack([a, b], axis=1), r(3, 4), r(3, 4)),
-    "where": (lambda a, b: ops.where(dlx.asarray(np.array([True, False, True, False])), a, b), r(3, 4), r(4)),
+    "where": (
+        lambda a, b: ops.where(dlx.asarray(np.array([True, False, True, False])), a, b),
+        r(3, 4),
+        r(4),
+    ),
 }
 
 
@@ -124,7 +131,8 @@ ACTIVATIONS = sorted(set(ops.ACTIVATIONS) - {"linear"})
 @pytest.mark.parametrize("name", ACTIVATIONS)
 def test_activation_gradients(backend, name):
     fn = ops.get_activation(name)
-    # stay away from kinks (relu at 0, hard_sigmoid at +-3, relu6 at 6) where differences are one-sided
+    # stay away from kinks (relu at 0, hard_sigmoid at +-3, relu6 at 6) where differences are
+    # one-sided
     x = np.array([[-3.7, -2.1, -0.6, -0.2], [0.3, 0.9, 2.4, 3.3], [4.0, 5.1, 6.5, -5.0]])
     check_gradients(fn, [x])
 
@@ -177,7 +185,9 @@ def test_gelu_float32_matches_torch():
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "softplus", "softmax", "log_softmax", "silu", "tanh", "elu"])
+@pytest.mark.parametrize(
+    "name", ["sigmoid", "softplus", "softmax", "log_softmax", "silu", "tanh", "elu"]
+)
 def test_activations_stay_finite_for_extreme_inputs(backend, name):
     x = dlx.Tensor(np.array([[-1e4, -50.0, 0.0, 50.0, 1e4]], dtype=np.float32), requires_grad=True)
     y = ops.get_activation(name)(x)

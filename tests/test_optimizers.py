@@ -69,7 +69,9 @@ def test_adam_matches_its_formula():
     opt.apply_gradients([(dlx.asarray(g), v)])
     m1, v1 = 0.2 * g, 0.1 * g * g
     alpha = 0.1 * np.sqrt(1 - 0.9) / (1 - 0.8)
-    np.testing.assert_allclose(dlx.to_numpy(v.value), w - alpha * m1 / (np.sqrt(v1) + 1e-3), rtol=1e-12)
+    np.testing.assert_allclose(
+        dlx.to_numpy(v.value), w - alpha * m1 / (np.sqrt(v1) + 1e-3), rtol=1e-12
+    )
 
 
 def test_adam_default_epsilon_is_keras():

@@ -20,17 +20,22 @@ def blobs(n=200, classes=3, features=4, seed=0):
 
 
 def small_model(classes=3, activation="softmax"):
-    return dlx.Sequential([
-        layers.Dense(16, activation="relu", input_shape=(4,)),
-        layers.Dense(classes, activation=activation),
-    ])
+    return dlx.Sequential(
+        [
+            layers.Dense(16, activation="relu", input_shape=(4,)),
+            layers.Dense(classes, activation=activation),
+        ]
+    )
 
 
 def test_fit_learns_and_reports_history(backend):
     x, y = blobs()
     model = small_model()
-    model.compile(optimizer=optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=optimizers.Adam(0.01),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     history = model.fit(x, y, epochs=15, batch_size=16, validation_split=0.2, verbose=0)
     assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert len(history.history["loss"]) == 15
@@ -46,7 +51,9 @@ def test_predict_returns_backend_arrays(backend):
     out = model.predict(x, batch_size=16, verbose=0)
     assert backend.owns(out) and tuple(out.shape) == (50, 3)
     np.testing.assert_allclose(dlx.to_numpy(out).sum(-1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(dlx.to_numpy(model.predict_on_batch(x[:7])), dlx.to_numpy(out)[:7], rtol=1e-6)
+    np.testing.assert_allclose(
+        dlx.to_numpy(model.predict_on_batch(x[:7])), dlx.to_numpy(out)[:7], rtol=1e-6
+    )
 
 
 def test_batch_methods(backend):
@@ -117,7 +124,9 @@ def test_validation_data_and_shuffle_false(backend):
 
 def test_regularization_penalty_is_part_of_the_loss(backend):
     x, y = blobs(32)
-    model = dlx.Sequential([layers.Dense(3, input_shape=(4,), kernel_regularizer=dlx.regularizers.L2(0.5))])
+    model = dlx.Sequential(
+        [layers.Dense(3, input_shape=(4,), kernel_regularizer=dlx.regularizers.L2(0.5))]
+    )
     model.compile(optimizer="sgd", loss=dlx.losses.SparseCategoricalCrossentropy(from_logits=True))
     plain = dlx.losses.SparseCategoricalCrossentropy(from_logits=True)(y, model(x)).item()
     kernel = model.layers[0].get_weights()[0]
@@ -128,11 +137,13 @@ def test_seeded_training_is_bit_identical():
     def train():
         dlx.set_seed(7)
         x, y = blobs(64)
-        model = dlx.Sequential([
-            layers.Dense(8, activation="relu", input_shape=(4,)),
-            layers.Dropout(0.3),
-            layers.Dense(3, activation="softmax"),
-        ])
+        model = dlx.Sequential(
+            [
+                layers.Dense(8, activation="relu", input_shape=(4,)),
+                layers.Dropout(0.3),
+                layers.Dense(3, activation="softmax"),
+            ]
+        )
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
         model.fit(x, y, epochs=3, batch_size=8, verbose=0)
         return model.get_weights()
@@ -146,7 +157,14 @@ def test_progress_prints_one_line_per_epoch_when_not_a_terminal(backend):
     model = small_model()
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     stream = io.StringIO()
-    model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[callbacks.ProgbarLogger(1, stream=stream)])
+    model.fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=8,
+        verbose=0,
+        callbacks=[callbacks.ProgbarLogger(1, stream=stream)],
+    )
     lines = stream.getvalue().splitlines()
     assert lines[0] == "Epoch 1/3"
     assert len(lines) == 6 and "\r" not in stream.getvalue()
@@ -162,8 +180,14 @@ def test_progress_redraws_in_place_on_a_terminal(backend):
     model = small_model()
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     stream = Terminal()
-    model.fit(x, y, epochs=1, batch_size=8, verbose=0,
-              callbacks=[callbacks.ProgbarLogger(1, stream=stream, interval=0)])
+    model.fit(
+        x,
+        y,
+        epochs=1,
+        batch_size=8,
+        verbose=0,
+        callbacks=[callbacks.ProgbarLogger(1, stream=stream, interval=0)],
+    )
     text = stream.getvalue()
     assert text.count("\r") >= 8 and "ETA" in text
 
@@ -178,12 +202,15 @@ def test_verbose_2_prints_epoch_lines(backend, capsys):
 
 
 def test_summary_lists_shapes_and_parameters(capsys):
-    model = dlx.Sequential([
-        layers.Input((784,)),
-        layers.Dense(512, activation="relu", name="hidden"),
-        layers.Dropout(0.2),
-        layers.Dense(10, name="logits"),
-    ], name="mlp")
+    model = dlx.Sequential(
+        [
+            layers.Input((784,)),
+            layers.Dense(512, activation="relu", name="hidden"),
+            layers.Dropout(0.2),
+            layers.Dense(10, name="logits"),
+        ],
+        name="mlp",
+    )
     model.summary()
     out = capsys.readouterr().out
     assert 'Model: "mlp"' in out
@@ -205,8 +232,14 @@ def test_terminate_on_nan_stops_quietly(backend):
     x, y = blobs(32)
     model = small_model()
     model.compile(optimizer=optimizers.SGD(learning_rate=1e30), loss="mse")
-    history = model.fit(x, np.eye(3)[y] * 1e30, epochs=5, batch_size=8, verbose=0,
-                        callbacks=[callbacks.TerminateOnNaN()])
+    history = model.fit(
+        x,
+        np.eye(3)[y] * 1e30,
+        epochs=5,
+        batch_size=8,
+        verbose=0,
+        callbacks=[callbacks.TerminateOnNaN()],
+    )
     assert len(history.history["loss"]) == 1
 
 

@@ -1,4 +1,5 @@
-"""mlp_train: Dense(512, relu) -> Dense(256, relu) -> Dense(10), softmax cross-entropy, batch 128."""
+"""mlp_train: Dense(512, relu) -> Dense(256, relu) -> Dense(10), softmax cross-entropy,
+batch 128."""
 
 import numpy as np
 
@@ -13,11 +14,13 @@ def dlx_step(batch=128):
     from dlx import layers, losses
 
     dlx.set_seed(0)
-    model = dlx.Sequential([
-        layers.Dense(512, activation="relu", input_shape=(784,)),
-        layers.Dense(256, activation="relu"),
-        layers.Dense(10),
-    ])
+    model = dlx.Sequential(
+        [
+            layers.Dense(512, activation="relu", input_shape=(784,)),
+            layers.Dense(256, activation="relu"),
+            layers.Dense(10),
+        ]
+    )
     model.compile(optimizer="adam", loss=losses.SparseCategoricalCrossentropy(from_logits=True))
     x, y = _data(batch)
     x, y = dlx.asarray(x), dlx.asarray(y)
@@ -29,8 +32,10 @@ def torch_step(batch=128, device="cpu"):
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Linear(784, 512), torch.nn.ReLU(),
-        torch.nn.Linear(512, 256), torch.nn.ReLU(),
+        torch.nn.Linear(784, 512),
+        torch.nn.ReLU(),
+        torch.nn.Linear(512, 256),
+        torch.nn.ReLU(),
         torch.nn.Linear(256, 10),
     ).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)

@@ -11,7 +11,6 @@ moving_mean ``(C,)``, moving_variance ``(C,)`` — the last two non-trainable;
 ``C`` is the shape of the ``axis`` dimensions (a tuple for several axes).
 """
 
-
 from .. import initializers, regularizers
 from ..autograd import no_grad
 from ..ops._util import normalize_axes

@@ -12,12 +12,22 @@ class Dense(Layer):
     Weights: kernel ``(in, units)``, bias ``(units,)``.
     """
 
-    def __init__(self, units, activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, **kwargs):
+    def __init__(
+        self,
+        units,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not isinstance(units, int) or units <= 0:
-            raise ValueError(f"Dense '{self.name}': units must be a positive integer, got {units!r}")
+            raise ValueError(
+                f"Dense '{self.name}': units must be a positive integer, got {units!r}"
+            )
         self.units = units
         self.activation = get_activation(activation)
         self.use_bias = use_bias
@@ -33,11 +43,13 @@ class Dense(Layer):
                 f"{tuple(input_shape)}"
             )
         in_features = input_shape[-1]
-        self.kernel = self.add_weight("kernel", (in_features, self.units), self.kernel_initializer,
-                                      self.kernel_regularizer)
+        self.kernel = self.add_weight(
+            "kernel", (in_features, self.units), self.kernel_initializer, self.kernel_regularizer
+        )
         self.bias = (
             self.add_weight("bias", (self.units,), self.bias_initializer, self.bias_regularizer)
-            if self.use_bias else None
+            if self.use_bias
+            else None
         )
         self.input_spec = InputSpec(min_ndim=2, axes={-1: in_features})
 

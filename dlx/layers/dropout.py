@@ -17,5 +17,9 @@ class Dropout(Layer):
         return ops.dropout(inputs, self.rate, training=training, noise_shape=self.noise_shape)
 
     def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "noise_shape": self.noise_shape,
-                "seed": self.seed}
+        return {
+            **super().get_config(),
+            "rate": self.rate,
+            "noise_shape": self.noise_shape,
+            "seed": self.seed,
+        }

@@ -54,7 +54,8 @@ class Node:
 
 
 class SymbolicTensor:
-    """A placeholder with a shape (batch axis None): output ``index`` of ``node``, or a model input."""
+    """A placeholder with a shape (batch axis None): output ``index`` of ``node``, or a model
+    input."""
 
     def __init__(self, shape, dtype, node=None, index=0, name=None):
         self.shape = tuple(shape)
@@ -87,7 +88,9 @@ class SymbolicTensor:
 class InputLayer(Layer):
     """The entry of a model: holds the sample shape; passes inputs through."""
 
-    def __init__(self, shape=None, batch_size=None, dtype=None, name=None, input_shape=None, **kwargs):
+    def __init__(
+        self, shape=None, batch_size=None, dtype=None, name=None, input_shape=None, **kwargs
+    ):
         shape = shape if shape is not None else input_shape
         if shape is None:
             raise ValueError("InputLayer: give the shape of one sample, e.g. shape=(28, 28, 1)")
@@ -127,7 +130,9 @@ def _shapes(inputs):
 
 def _dummy(shape, fill, dtype):
     backend = get_backend()
-    concrete = tuple(1 if i == 0 and s is None else (fill if s is None else s) for i, s in enumerate(shape))
+    concrete = tuple(
+        1 if i == 0 and s is None else (fill if s is None else s) for i, s in enumerate(shape)
+    )
     return Tensor(backend.xp.zeros(concrete, dtype=backend.dtype(dtype), device=backend.device))
 
 

@@ -59,8 +59,17 @@ class Layer:
 
     supports_masking = False
 
-    def __init__(self, name=None, trainable=True, dtype=None, input_shape=None,
-                 input_dim=None, batch_size=None, activity_regularizer=None, **kwargs):
+    def __init__(
+        self,
+        name=None,
+        trainable=True,
+        dtype=None,
+        input_shape=None,
+        input_dim=None,
+        batch_size=None,
+        activity_regularizer=None,
+        **kwargs,
+    ):
         if kwargs:
             raise TypeError(
                 f"{type(self).__name__}: unexpected keyword argument(s) {sorted(kwargs)}"
@@ -207,14 +216,25 @@ class Layer:
                 )
 
     # -- weights ----------------------------------------------------------------
-    def add_weight(self, name, shape, initializer="glorot_uniform", regularizer=None,
-                   trainable=True, dtype=None):
+    def add_weight(
+        self,
+        name,
+        shape,
+        initializer="glorot_uniform",
+        regularizer=None,
+        trainable=True,
+        dtype=None,
+    ):
         """Create, register and return a :class:`Variable` of ``shape``."""
         initializer = initializers.get(initializer)
         dtype = dtype or self.dtype
         value = initializer(tuple(shape), dtype)
-        variable = Variable(value, trainable=trainable, name=f"{self.name}/{name}",
-                            regularizer=regularizers.get(regularizer))
+        variable = Variable(
+            value,
+            trainable=trainable,
+            name=f"{self.name}/{name}",
+            regularizer=regularizers.get(regularizer),
+        )
         variable.requires_grad = trainable and self._trainable
         self._weights.append(variable)
         structure_changed()

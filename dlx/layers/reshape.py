@@ -11,13 +11,17 @@ class Reshape(Layer):
         super().__init__(**kwargs)
         target_shape = tuple(target_shape)
         if sum(1 for s in target_shape if s == -1) > 1:
-            raise ValueError(f"Reshape '{self.name}': at most one -1 in target_shape {target_shape}")
+            raise ValueError(
+                f"Reshape '{self.name}': at most one -1 in target_shape {target_shape}"
+            )
         self.target_shape = target_shape
 
     def call(self, inputs):
         size = math.prod(inputs.shape[1:])
         known = math.prod(s for s in self.target_shape if s != -1)
-        if (-1 in self.target_shape and size % known) or (-1 not in self.target_shape and size != known):
+        if (-1 in self.target_shape and size % known) or (
+            -1 not in self.target_shape and size != known
+        ):
             raise ValueError(
                 f"Reshape '{self.name}': cannot reshape input of shape {tuple(inputs.shape)} "
                 f"({size} values per sample) to target_shape {self.target_shape}"

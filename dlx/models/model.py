@@ -17,7 +17,8 @@ class Model(Trainer, Layer):
 
     Functional: ``Model(inputs, outputs, name=None)`` where ``inputs``/``outputs``
     are SymbolicTensors (or lists/dicts of them) from ``layers.Input`` and layer calls.
-    Subclassed: ``class M(dlx.Model)`` with layers set in ``__init__`` and ``call(x, training=False)``.
+    Subclassed: ``class M(dlx.Model)`` with layers set in ``__init__`` and
+    ``call(x, training=False)``.
     """
 
     def __init__(self, inputs=None, outputs=None, name=None, **kwargs):
@@ -37,18 +38,25 @@ class Model(Trainer, Layer):
         for t in self.inputs + self.outputs:
             if not isinstance(t, SymbolicTensor):
                 raise TypeError(
-                    f"Model '{self.name}': inputs and outputs must come from layers.Input and layer "
+                    f"Model '{self.name}': inputs and outputs must come from layers.Input and "
+                    "layer "
                     f"calls, got {type(t).__name__}"
                 )
         for t in self.inputs:
             if t.node is not None:
-                raise ValueError(f"Model '{self.name}': input {t.name!r} is not a layers.Input tensor")
+                raise ValueError(
+                    f"Model '{self.name}': input {t.name!r} is not a layers.Input tensor"
+                )
         self._nodes = self._ordered_nodes()
         _node_outputs(self, None)  # map each node to its symbolic outputs (summary needs shapes)
         self.output_names = (
-            list(outputs) if isinstance(outputs, dict) else [t.node.layer.name if t.node else t.name for t in self.outputs]
+            list(outputs)
+            if isinstance(outputs, dict)
+            else [t.node.layer.name if t.node else t.name for t in self.outputs]
         )
-        self.input_names = list(inputs) if isinstance(inputs, dict) else [t.name for t in self.inputs]
+        self.input_names = (
+            list(inputs) if isinstance(inputs, dict) else [t.name for t in self.inputs]
+        )
         self.graph_layers = []
         for node in self._nodes:
             if node.layer not in self.graph_layers:
@@ -66,7 +74,8 @@ class Model(Trainer, Layer):
             node = tensor.node
             if node is None:
                 raise ValueError(
-                    f"Model '{self.name}': output depends on input {tensor.name!r} (shape {tensor.shape}) "
+                    f"Model '{self.name}': output depends on input {tensor.name!r} (shape "
+                    f"{tensor.shape}) "
                     f"that is not among the model's inputs {[t.name for t in self.inputs]}"
                 )
             if id(node) in visited:
@@ -75,8 +84,10 @@ class Model(Trainer, Layer):
                 if t.node is None and id(t) not in input_ids:
                     chain = " -> ".join(reversed(path + [node.layer.name]))
                     raise ValueError(
-                        f"Model '{self.name}': the outputs do not depend only on the model's inputs "
-                        f"{[f'{i.name} {i.shape}' for i in self.inputs]}: layer chain {chain} starts "
+                        f"Model '{self.name}': the outputs do not depend only on the model's "
+                        "inputs "
+                        f"{[f'{i.name} {i.shape}' for i in self.inputs]}: layer chain {chain} "
+                        "starts "
                         f"from input {t.name!r} of shape {t.shape}, which is not among them"
                     )
                 visit(t, path + [node.layer.name])
@@ -118,11 +129,15 @@ class Model(Trainer, Layer):
         for layer in layers:
             if layer.name == name:
                 return layer
-        raise ValueError(f"Model '{self.name}': no layer named {name!r}; layers are {[l.name for l in layers]}")
+        raise ValueError(
+            f"Model '{self.name}': no layer named {name!r}; layers are {[l.name for l in layers]}"
+        )
 
     def call(self, inputs, training=False):
         if not self._functional:
-            raise NotImplementedError(f"{type(self).__name__}: subclassed models must define call()")
+            raise NotImplementedError(
+                f"{type(self).__name__}: subclassed models must define call()"
+            )
         return self._run_graph(inputs, training)
 
     def _run_graph(self, inputs, training):
@@ -131,14 +146,17 @@ class Model(Trainer, Layer):
         inputs = _as_list(inputs)
         if len(inputs) != len(self.inputs):
             raise ValueError(
-                f"Model '{self.name}' expects {len(self.inputs)} inputs {self.input_names}, got {len(inputs)}"
+                f"Model '{self.name}' expects {len(self.inputs)} inputs {self.input_names}, got "
+                f"{len(inputs)}"
             )
         values = {}
         for symbolic, actual in zip(self.inputs, inputs):
             actual = actual if isinstance(actual, Tensor) else Tensor(actual)
             expected = symbolic.shape[1:]
             got = tuple(actual.shape[1:])
-            if len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected, got)):
+            if len(expected) != len(got) or any(
+                e is not None and e != g for e, g in zip(expected, got)
+            ):
                 raise ValueError(
                     f"Model '{self.name}': input {symbolic.name!r} expects shape {symbolic.shape}, "
                     f"got {tuple(actual.shape)}"

@@ -30,7 +30,9 @@ class Sequential(Model):
         if isinstance(layer, SymbolicTensor):
             layer = layer.input_layer if hasattr(layer, "input_layer") else None
             if layer is None:
-                raise TypeError("Sequential.add: only layers.Input tensors can be added, not other tensors")
+                raise TypeError(
+                    "Sequential.add: only layers.Input tensors can be added, not other tensors"
+                )
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add: expected a Layer, got {type(layer).__name__}")
         if isinstance(layer, InputLayer):
@@ -39,7 +41,9 @@ class Sequential(Model):
             self._input_shape = layer.batch_input_shape
             return
         if layer.name in {l.name for l in self._layers}:
-            raise ValueError(f"Sequential: two layers are named {layer.name!r}; layer names must be unique")
+            raise ValueError(
+                f"Sequential: two layers are named {layer.name!r}; layer names must be unique"
+            )
         if not self._layers and self._input_shape is None and layer.batch_input_shape is not None:
             self._input_shape = layer.batch_input_shape
         self._layers.append(layer)
@@ -57,13 +61,16 @@ class Sequential(Model):
         return layer
 
     def build(self, input_shape=None):
-        """Build every layer for ``input_shape`` (batch axis first, may be None) and record output shapes."""
+        """Build every layer for ``input_shape`` (batch axis first, may be None) and record
+        output shapes."""
         input_shape = tuple(input_shape if input_shape is not None else self._input_shape)
         self._input_shape = input_shape
         backend = get_backend()
         concrete = tuple(1 if s is None else s for s in input_shape)
         with no_grad(), shape_probe():
-            x = Tensor(backend.xp.zeros(concrete, dtype=backend.dtype(self.dtype), device=backend.device))
+            x = Tensor(
+                backend.xp.zeros(concrete, dtype=backend.dtype(self.dtype), device=backend.device)
+            )
             for layer in self._layers:
                 x = layer(x, training=False)
                 self.output_shapes[layer.name] = (None,) + tuple(x.shape[1:])
@@ -111,7 +118,9 @@ class Sequential(Model):
         from .serialization import deserialize_layer
 
         if not isinstance(config, dict) or not isinstance(config.get("layers", []), list):
-            raise ValueError(f"Sequential config must be a dict with a 'layers' list, got {config!r:.200}")
+            raise ValueError(
+                f"Sequential config must be a dict with a 'layers' list, got {config!r:.200}"
+            )
         name = config.get("name")
         model = cls(name=name if isinstance(name, str) else None)
         for layer_config in config.get("layers", []):

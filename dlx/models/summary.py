@@ -44,12 +44,22 @@ def print_summary(model, line_length=None, print_fn=None):
         shapes = getattr(model, "output_shapes", {})
         for layer in model.layers:
             shape = shapes.get(layer.name)
-            rows.append((f"{layer.name} ({type(layer).__name__})", _shape_text(shape),
-                         f"{layer.count_params():,}" if layer.built else "0 (unbuilt)", ""))
-    headers = ("Layer (type)", "Output Shape", "Param #") + (("Connected to",) if functional else ())
-    widths = [max(len(headers[i]), *(len(r[i]) for r in rows)) + 3 for i in range(len(headers))] if rows else [
-        len(h) + 3 for h in headers
-    ]
+            rows.append(
+                (
+                    f"{layer.name} ({type(layer).__name__})",
+                    _shape_text(shape),
+                    f"{layer.count_params():,}" if layer.built else "0 (unbuilt)",
+                    "",
+                )
+            )
+    headers = ("Layer (type)", "Output Shape", "Param #") + (
+        ("Connected to",) if functional else ()
+    )
+    widths = (
+        [max(len(headers[i]), *(len(r[i]) for r in rows)) + 3 for i in range(len(headers))]
+        if rows
+        else [len(h) + 3 for h in headers]
+    )
     width = line_length or sum(widths)
     print_fn(f'Model: "{model.name}"')
     print_fn("_" * width)

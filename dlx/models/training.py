@@ -58,11 +58,16 @@ class Trainer:
         if isinstance(spec, dict):
             unknown = set(spec) - set(names)
             if unknown:
-                raise ValueError(f"compile: {what} given for unknown outputs {sorted(unknown)}; outputs are {names}")
+                raise ValueError(
+                    f"compile: {what} given for unknown outputs {sorted(unknown)}; outputs are "
+                    f"{names}"
+                )
             return [spec.get(n) for n in names]
         if isinstance(spec, (list, tuple)) and len(names) > 1:
             if len(spec) != len(names):
-                raise ValueError(f"compile: {len(spec)} {what} for a model with {len(names)} outputs {names}")
+                raise ValueError(
+                    f"compile: {len(spec)} {what} for a model with {len(names)} outputs {names}"
+                )
             return list(spec)
         return [spec] * len(names)
 
@@ -75,12 +80,18 @@ class Trainer:
         self._names = names
         if self._loss_spec is None:
             raise ValueError("compile: a loss is needed to train or evaluate (compile(loss=...))")
-        self._losses = [losses_module.get(s) if s is not None else None
-                        for s in self._per_output(self._loss_spec, names, "losses")]
+        self._losses = [
+            losses_module.get(s) if s is not None else None
+            for s in self._per_output(self._loss_spec, names, "losses")
+        ]
         weights = self._loss_weight_spec
         self._loss_weights = (
-            [1.0] * n_outputs if weights is None else
-            [1.0 if w is None else float(w) for w in self._per_output(weights, names, "loss_weights")]
+            [1.0] * n_outputs
+            if weights is None
+            else [
+                1.0 if w is None else float(w)
+                for w in self._per_output(weights, names, "loss_weights")
+            ]
         )
         metric_spec = self._metric_spec or []
         if isinstance(metric_spec, dict):
@@ -109,7 +120,9 @@ class Trainer:
     def metrics_names(self):
         names = ["loss"]
         if getattr(self, "_compiled_for", None):
-            names += [t.name for t in self._output_loss_trackers] + [m.name for _, m in self._metrics]
+            names += [t.name for t in self._output_loss_trackers] + [
+                m.name for _, m in self._metrics
+            ]
         return names
 
     def _reset_metrics(self):
@@ -148,7 +161,8 @@ class Trainer:
                 y = [y[n] for n in self._names]
             if not isinstance(y, (list, tuple)) or len(y) != len(outputs):
                 raise ValueError(
-                    f"the model has {len(outputs)} outputs {self._names}; give y as a list or dict of "
+                    f"the model has {len(outputs)} outputs {self._names}; give y as a list or "
+                    "dict of "
                     f"{len(outputs)} arrays"
                 )
             targets = list(y)
@@ -239,10 +253,25 @@ class Trainer:
         """Hook for models that build lazily from the first data they see."""
 
     # -- loops ----------------------------------------------------------------------
-    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
-            sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_batch_size=None,
-            validation_freq=1, distributed=False):
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        validation_split=0.0,
+        validation_data=None,
+        shuffle=True,
+        class_weight=None,
+        sample_weight=None,
+        initial_epoch=0,
+        steps_per_epoch=None,
+        validation_batch_size=None,
+        validation_freq=1,
+        distributed=False,
+    ):
         """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`History`.
 
         A NaN or infinite loss stops training with :class:`NonFiniteLossError`
@@ -257,7 +286,9 @@ class Trainer:
         x, y, sample_weight = (as_host_or_backend(d) for d in (x, y, sample_weight))
         num_samples(x, y, sample_weight)
         if validation_data is None and validation_split:
-            (x, y, sample_weight), validation_data = split_validation(x, y, sample_weight, validation_split)
+            (x, y, sample_weight), validation_data = split_validation(
+                x, y, sample_weight, validation_split
+            )
         elif validation_data is not None:
             validation_data = tuple(as_host_or_backend(d) for d in validation_data)
             if len(validation_data) == 2:
@@ -305,7 +336,8 @@ class Trainer:
                         break
                     raise NonFiniteLossError(
                         f"fit: the loss became {loss_value} at epoch {epoch + 1}, batch {step + 1} "
-                        f"(running logs {logs}). Lower the learning rate, check the data for NaN/inf, "
+                        f"(running logs {logs}). Lower the learning rate, check the data for "
+                        "NaN/inf, "
                         f"or pass callbacks=[TerminateOnNaN()] to stop without an error."
                     )
                 if self.stop_training:
@@ -316,7 +348,9 @@ class Trainer:
                 epoch_logs = self._distributed.epoch_logs(self)
             if validation_data is not None and (epoch + 1) % validation_freq == 0:
                 val_logs = self._evaluate_batches(
-                    ArrayBatches(*validation_data, batch_size=validation_batch_size or batch_size or 32),
+                    ArrayBatches(
+                        *validation_data, batch_size=validation_batch_size or batch_size or 32
+                    ),
                     cbs,
                 )
                 epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
@@ -338,8 +372,16 @@ class Trainer:
         cbs.on_test_end(logs)
         return logs
 
-    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
-                 callbacks=None, return_dict=False):
+    def evaluate(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        verbose="auto",
+        sample_weight=None,
+        callbacks=None,
+        return_dict=False,
+    ):
         """Loss and metrics over ``(x, y)``: ``[loss, *metrics]`` or a float without metrics."""
         self._check_compiled("evaluate")
         x, y, sample_weight = (as_host_or_backend(d) for d in (x, y, sample_weight))

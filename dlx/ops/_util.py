@@ -18,7 +18,8 @@ def sum_to_shape(xp, grad, shape):
 
 
 def normalize_axes(axis, ndim):
-    """``axis`` (None, int or sequence, negatives allowed) as a sorted tuple of non-negative ints."""
+    """``axis`` (None, int or sequence, negatives allowed) as a sorted tuple of non-negative
+    ints."""
     if axis is None:
         return tuple(range(ndim))
     if isinstance(axis, int):

@@ -103,9 +103,7 @@ class HardSigmoid(Unary):
 
 class HardSilu(Unary):
     f = staticmethod(lambda xp, x: x * xp.clip(x / 6 + 0.5, 0.0, 1.0))
-    df = staticmethod(
-        lambda xp, x, y: xp.where(x <= -3, 0.0, xp.where(x >= 3, 1.0, x / 3 + 0.5))
-    )
+    df = staticmethod(lambda xp, x, y: xp.where(x <= -3, 0.0, xp.where(x >= 3, 1.0, x / 3 + 0.5)))
 
 
 class Tanh(Unary):
@@ -287,7 +285,8 @@ def get_activation(identifier):
     if isinstance(identifier, str) and identifier in ACTIVATIONS:
         return ACTIVATIONS[identifier]
     raise ValueError(
-        f"Unknown activation {identifier!r}; choose one of {sorted(ACTIVATIONS)} or pass a callable."
+        f"Unknown activation {identifier!r}; choose one of {sorted(ACTIVATIONS)} or pass a "
+        "callable."
     )
 
 

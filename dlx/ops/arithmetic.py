@@ -137,8 +137,16 @@ class Where(Function):
 
     def backward(self, g):
         xp, c = self.xp, self.condition
-        ga = sum_to_shape(xp, xp.where(c, g, 0.0), self.shapes[0]) if self.needs_input_grad[1] else None
-        gb = sum_to_shape(xp, xp.where(c, 0.0, g), self.shapes[1]) if self.needs_input_grad[2] else None
+        ga = (
+            sum_to_shape(xp, xp.where(c, g, 0.0), self.shapes[0])
+            if self.needs_input_grad[1]
+            else None
+        )
+        gb = (
+            sum_to_shape(xp, xp.where(c, 0.0, g), self.shapes[1])
+            if self.needs_input_grad[2]
+            else None
+        )
         return None, ga, gb
 
 

@@ -111,7 +111,9 @@ class GetItem(Function):
     def __init__(self, key):
         key = key if isinstance(key, tuple) else (key,)
         if not any(k is Ellipsis for k in key):
-            key = key + (Ellipsis,)  # NumPy's implicit trailing slices, spelled out for the standard
+            key = key + (
+                Ellipsis,
+            )  # NumPy's implicit trailing slices, spelled out for the standard
         self.key = key
 
     def forward(self, x):
@@ -148,9 +150,16 @@ class Take(Function):
         flat = xp.reshape(self.indices, (-1,))
         # (len(flat), n) one-hot; the gradient of a gather is its transpose times g
         one_hot = xp.astype(flat[:, None] == xp.arange(n, device=g.device)[None, :], g.dtype)
-        moved = xp.moveaxis(g, tuple(range(self.axis, self.axis + self.indices.ndim)), tuple(range(self.indices.ndim)))
+        moved = xp.moveaxis(
+            g,
+            tuple(range(self.axis, self.axis + self.indices.ndim)),
+            tuple(range(self.indices.ndim)),
+        )
         moved = xp.reshape(moved, (flat.shape[0], -1))
-        gx = xp.reshape(one_hot.T @ moved, (n,) + self.input_shape[: self.axis] + self.input_shape[self.axis + 1 :])
+        gx = xp.reshape(
+            one_hot.T @ moved,
+            (n,) + self.input_shape[: self.axis] + self.input_shape[self.axis + 1 :],
+        )
         return xp.moveaxis(gx, 0, self.axis), None
 
 
@@ -235,7 +244,9 @@ def getitem(x, key):
     if hasattr(key, "shape") or (isinstance(key, tuple) and any(hasattr(k, "shape") for k in key)):
         if hasattr(key, "shape") and len(key.shape) >= 1 and "int" in str(key.dtype):
             return take(x, key, axis=0)
-        raise TypeError("indexing a Tensor with arrays: use dlx.ops.take (integers) or dlx.ops.where (masks)")
+        raise TypeError(
+            "indexing a Tensor with arrays: use dlx.ops.take (integers) or dlx.ops.where (masks)"
+        )
     return GetItem(key)(x)
 
 

@@ -9,8 +9,9 @@ class Adam(Optimizer):
     """``m += (g - m)(1 - b1)``, ``v += (g^2 - v)(1 - b2)``,
     ``w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``."""
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 amsgrad=False, **kwargs):
+    def __init__(
+        self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, **kwargs
+    ):
         super().__init__(learning_rate, **kwargs)
         for name, value in (("beta_1", beta_1), ("beta_2", beta_2)):
             if not 0 <= value < 1:
@@ -30,16 +31,32 @@ class Adam(Optimizer):
         if kernel is None or len({type(v.value) for v in variables}) != 1:
             return super().update_steps(gradients, variables, lr)
         slots = [self.slots(v) for v in variables]
-        kernel([v.value for v in variables], gradients, [s["m"] for s in slots],
-               [s["v"] for s in slots], self._alpha(lr), self.beta_1, self.beta_2, self.epsilon)
+        kernel(
+            [v.value for v in variables],
+            gradients,
+            [s["m"] for s in slots],
+            [s["v"] for s in slots],
+            self._alpha(lr),
+            self.beta_1,
+            self.beta_2,
+            self.epsilon,
+        )
 
     def update_step(self, g, variable, lr):
         slots = self.slots(variable)
         alpha = self._alpha(lr)
         kernel = variable.backend.kernel("adam_update")
         if kernel is not None and not self.amsgrad:
-            kernel(variable.value, g, slots["m"], slots["v"], alpha, self.beta_1, self.beta_2,
-                   self.epsilon)
+            kernel(
+                variable.value,
+                g,
+                slots["m"],
+                slots["v"],
+                alpha,
+                self.beta_1,
+                self.beta_2,
+                self.epsilon,
+            )
             return
         xp = variable.xp
         m, v = slots["m"], slots["v"]
@@ -50,8 +67,13 @@ class Adam(Optimizer):
         variable.value -= (alpha * m) / (xp.sqrt(v) + self.epsilon)
 
     def get_config(self):
-        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
-                "epsilon": self.epsilon, "amsgrad": self.amsgrad}
+        return {
+            **super().get_config(),
+            "beta_1": self.beta_1,
+            "beta_2": self.beta_2,
+            "epsilon": self.epsilon,
+            "amsgrad": self.amsgrad,
+        }
 
 
 class AdamW(Adam):

@@ -18,17 +18,29 @@ from . import schedules
 class Optimizer:
     slot_names = ()
 
-    def __init__(self, learning_rate=0.001, weight_decay=None, clipnorm=None, clipvalue=None,
-                 global_clipnorm=None, name=None, **kwargs):
+    def __init__(
+        self,
+        learning_rate=0.001,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        name=None,
+        **kwargs,
+    ):
         if kwargs:
             raise TypeError(f"{type(self).__name__}: unexpected argument(s) {sorted(kwargs)}")
         if sum(x is not None for x in (clipnorm, clipvalue, global_clipnorm)) > 1:
             raise ValueError(
-                f"{type(self).__name__}: give at most one of clipnorm, clipvalue and global_clipnorm"
+                f"{type(self).__name__}: give at most one of clipnorm, clipvalue and "
+                "global_clipnorm"
             )
-        if not callable(learning_rate) and (not isinstance(learning_rate, (int, float)) or learning_rate < 0):
+        if not callable(learning_rate) and (
+            not isinstance(learning_rate, (int, float)) or learning_rate < 0
+        ):
             raise ValueError(
-                f"{type(self).__name__}: learning_rate must be a non-negative number or a schedule, "
+                f"{type(self).__name__}: learning_rate must be a non-negative number or a "
+                "schedule, "
                 f"got {learning_rate!r}"
             )
         self._learning_rate = learning_rate
@@ -69,7 +81,9 @@ class Optimizer:
         pairs = [(g, v) for g, v in pairs if g is not None]
         for g, v in pairs:
             if not isinstance(v, Variable):
-                raise TypeError(f"{type(self).__name__}.apply_gradients: expected Variables, got {type(v)!r}")
+                raise TypeError(
+                    f"{type(self).__name__}.apply_gradients: expected Variables, got {type(v)!r}"
+                )
             if tuple(g.shape) != v.shape:
                 raise ValueError(
                     f"{type(self).__name__}.apply_gradients: gradient of shape {tuple(g.shape)} "
@@ -122,8 +136,10 @@ class Optimizer:
     # -- state (for checkpoints) --------------------------------------------------
     def get_state(self, variables):
         """``iterations`` and the slot arrays of ``variables`` (in order), as backend arrays."""
-        return {"iterations": self.iterations,
-                "slots": [[self.slots(v)[name] for name in sorted(self.slots(v))] for v in variables]}
+        return {
+            "iterations": self.iterations,
+            "slots": [[self.slots(v)[name] for name in sorted(self.slots(v))] for v in variables],
+        }
 
     def set_state(self, state, variables):
         self.iterations = int(state["iterations"])
@@ -136,9 +152,14 @@ class Optimizer:
         lr = self._learning_rate
         if isinstance(lr, schedules.LearningRateSchedule):
             lr = {"class_name": type(lr).__name__, "config": lr.get_config()}
-        return {"name": self.name, "learning_rate": lr, "weight_decay": self.weight_decay,
-                "clipnorm": self.clipnorm, "clipvalue": self.clipvalue,
-                "global_clipnorm": self.global_clipnorm}
+        return {
+            "name": self.name,
+            "learning_rate": lr,
+            "weight_decay": self.weight_decay,
+            "clipnorm": self.clipnorm,
+            "clipvalue": self.clipvalue,
+            "global_clipnorm": self.global_clipnorm,
+        }
 
     @classmethod
     def from_config(cls, config):

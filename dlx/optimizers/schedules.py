@@ -20,7 +20,8 @@ class LearningRateSchedule:
 
 
 class ExponentialDecay(LearningRateSchedule):
-    """``initial * decay_rate ** (step / decay_steps)``; ``staircase`` floors the exponent (step decay)."""
+    """``initial * decay_rate ** (step / decay_steps)``; ``staircase`` floors the exponent
+    (step decay)."""
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
         if decay_steps <= 0:
@@ -36,14 +37,18 @@ class ExponentialDecay(LearningRateSchedule):
 
 
 class StepDecay(ExponentialDecay):
-    """Multiply the rate by ``drop_rate`` every ``step_size`` steps (staircase exponential decay)."""
+    """Multiply the rate by ``drop_rate`` every ``step_size`` steps (staircase exponential
+    decay)."""
 
     def __init__(self, initial_learning_rate, step_size, drop_rate=0.5):
         super().__init__(initial_learning_rate, step_size, drop_rate, staircase=True)
 
     def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate,
-                "step_size": self.decay_steps, "drop_rate": self.decay_rate}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "step_size": self.decay_steps,
+            "drop_rate": self.decay_rate,
+        }
 
 
 class InverseTimeDecay(LearningRateSchedule):
@@ -78,7 +83,11 @@ class PiecewiseConstantDecay(LearningRateSchedule):
 
 class CosineDecay(LearningRateSchedule):
     def __init__(self, initial_learning_rate, decay_steps, alpha=0.0):
-        self.initial_learning_rate, self.decay_steps, self.alpha = initial_learning_rate, decay_steps, alpha
+        self.initial_learning_rate, self.decay_steps, self.alpha = (
+            initial_learning_rate,
+            decay_steps,
+            alpha,
+        )
 
     def __call__(self, step):
         step = min(step, self.decay_steps)
