@@ -26,6 +26,7 @@ import threading
 import warnings
 from pathlib import Path
 
+from .host_arrays import address
 from .host_compiler import HostBuildError, build_shared_library, cache_dir, compiler_name
 
 SOURCE_DIR = Path(__file__).resolve().parent / "cpu"
@@ -211,6 +212,4 @@ def function(source, name, *argtypes):
     return f
 
 
-def pointer(array):
-    """The address of an array's first element (as ``ctypes`` takes a ``void*``)."""
-    return array.__array_interface__["data"][0]
+pointer = address  # the address of an array's first element (as ``ctypes`` takes a ``void*``)

@@ -45,6 +45,8 @@ import numpy as np
 
 from .blas_threads import openblas_symbol
 from .buffer_pool import pooled
+from .host_arrays import address as p
+from .host_arrays import plain
 from .numpy_rnn import (
     GRUSequence,
     LSTMSequence,
@@ -111,7 +113,7 @@ def _with_gemm(name, dtype):
 
 def _opt(array):
     """The address of ``array``, or None."""
-    return None if array is None else _p(array)
+    return None if array is None else p(array)
 
 
 def gate_function(name, x):
@@ -122,17 +124,8 @@ def gate_function(name, x):
     if f is None:
         return None
     y = np.empty_like(x)
-    f(_p(x), _p(y), x.size)
+    f(p(x), p(y), x.size)
     return y
-
-
-def _plain(dtype, *arrays):
-    """Whether every array is a C-contiguous ``np.ndarray`` of ``dtype``."""
-    return all(type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous for a in arrays)
-
-
-def _p(array):
-    return array.__array_interface__["data"][0]
 
 
 class _Rows:
@@ -141,7 +134,7 @@ class _Rows:
     __slots__ = ("base", "stride")
 
     def __init__(self, array):
-        self.base = _p(array)
+        self.base = p(array)
         self.stride = array.strides[0]
 
     def __getitem__(self, t):
@@ -153,7 +146,7 @@ def _compiled_inputs(spec, xproj, U, states, need_sigmoid=True):
     if not _supported(spec, xproj, need_sigmoid) or xproj.shape[0] == 0:
         return False
     dt = xproj.dtype
-    if not _plain(dt, xproj) or not isinstance(U, np.ndarray) or U.dtype != dt:
+    if not plain(dt, xproj) or not isinstance(U, np.ndarray) or U.dtype != dt:
         return False  # U only enters the products, in any layout
     return all(isinstance(s, np.ndarray) for s in states if s is not None)
 
@@ -223,7 +216,7 @@ def _gradient_input(d, T, B, u, dt):
     """The incoming sequence gradient as a C-contiguous ``(T, B, u)`` array of ``dt``, or None."""
     if d is None:
         return None
-    if _plain(dt, d) and d.shape == (T, B, u):
+    if plain(dt, d) and d.shape == (T, B, u):
         return d
     return _state(d, (T, B, u), dt)
 
@@ -286,7 +279,7 @@ class CompiledLSTMSequence(_CompiledBackward, LSTMSequence):
         loop, gemm = _with_gemm("lstm_forward_loop", dt)
         if loop is not None:
             loop(
-                gemm, T, x[0], x.stride // dt.itemsize, _p(Uc), h[0], c[0], a[0], tc[0],
+                gemm, T, x[0], x.stride // dt.itemsize, p(Uc), h[0], c[0], a[0], tc[0],
                 k[0] if k is not None else None, prm, hd[0] if hd is not None else None, B, u,
             )  # fmt: skip
         else:
@@ -321,9 +314,9 @@ class CompiledLSTMSequence(_CompiledBackward, LSTMSequence):
         else:
             dU = np.empty((u, G), dt) if needs[1] else None
             loop(
-                gemm, T, wants_state, _opt(d_seq), _opt(s.rm), _opt(keep_h), _p(dh), _p(dc),
-                _p(A), _p(s.C), _p(s.TC), _opt(s.keep), _p(dZ), _p(UT),
-                _p(_recurrent_inputs(s)), _opt(dU), B, u,
+                gemm, T, wants_state, _opt(d_seq), _opt(s.rm), _opt(keep_h), p(dh), p(dc),
+                p(A), p(s.C), p(s.TC), _opt(s.keep), p(dZ), p(UT),
+                p(_recurrent_inputs(s)), _opt(dU), B, u,
             )  # fmt: skip
         if not wants_state:  # the first layer's zero initial state
             return _finish_dx(spec, dZ), dU, None, None, None
@@ -337,7 +330,7 @@ class CompiledLSTMSequence(_CompiledBackward, LSTMSequence):
         a, c, tc, dz = _Rows(s.A), _Rows(s.C), _Rows(s.TC), _Rows(dZ)
         q = _Rows(d_seq) if d_seq is not None else None
         k = _Rows(s.keep) if s.keep is not None else None
-        prm, pdh, pdc, pkh = _opt(s.rm), _p(dh), _p(dc), _opt(keep_h)
+        prm, pdh, pdc, pkh = _opt(s.rm), p(dh), p(dc), _opt(keep_h)
         kernel_grad = _KernelGradient(_recurrent_inputs(s), dZ, needs[1], _worker(T, B, u, G))
         for t in range(T - 1, -1, -1):
             step(
@@ -397,7 +390,7 @@ class CompiledGRUSequence(_CompiledBackward, GRUSequence):
         loop, gemm = _with_gemm("gru_forward_loop", dt)
         if loop is not None:
             loop(
-                gemm, T, x[0], x.stride // dt.itemsize, _p(Uc), _opt(U_h), prb, h[0], a[0],
+                gemm, T, x[0], x.stride // dt.itemsize, p(Uc), _opt(U_h), prb, h[0], a[0],
                 hh[0], _opt(RH), k[0] if k is not None else None, prm,
                 hd[0] if hd is not None else None, B, u,
             )  # fmt: skip
@@ -452,9 +445,9 @@ class CompiledGRUSequence(_CompiledBackward, GRUSequence):
         dU = np.empty((u, 3 * u), dt) if needs[1] else None
         drb = np.empty(3 * u, dt) if after and needs[2] else None
         loop(
-            gemm, T, _opt(d_seq), _opt(s.rm), _opt(keep_h), _p(dh), _p(direct),
-            _p(scratch[0]), _p(scratch[1]), _p(A), _p(s.H), _opt(s.HD), _p(s.HH), _opt(s.RH),
-            _opt(s.keep), _p(DI), _p(DX), _p(UT), _opt(UhT), _opt(dU), _opt(drb), B, u,
+            gemm, T, _opt(d_seq), _opt(s.rm), _opt(keep_h), p(dh), p(direct),
+            p(scratch[0]), p(scratch[1]), p(A), p(s.H), _opt(s.HD), p(s.HH), _opt(s.RH),
+            _opt(s.keep), p(DI), p(DX), p(UT), _opt(UhT), _opt(dU), _opt(drb), B, u,
         )  # fmt: skip
         return _finish_dx(spec, DX), dU, drb, dh, None
 
@@ -478,7 +471,7 @@ class CompiledGRUSequence(_CompiledBackward, GRUSequence):
         a, h, hh, di, dx = _Rows(A), _Rows(s.H), _Rows(s.HH), _Rows(DI), _Rows(DX)
         q = _Rows(d_seq) if d_seq is not None else None
         k = _Rows(s.keep) if s.keep is not None else None
-        prm, pdh, pdir, pkh = _opt(s.rm), _p(dh), _p(direct), _opt(keep_h)
+        prm, pdh, pdir, pkh = _opt(s.rm), p(dh), p(direct), _opt(keep_h)
         matmul = np.matmul
         if after:
             UT = _c(U.T)
@@ -495,7 +488,7 @@ class CompiledGRUSequence(_CompiledBackward, GRUSequence):
             UzrT, UhT = _c(U[:, : 2 * u].T), _c(U[:, 2 * u :].T)
             extra = np.empty((B, u), dt)
             drh = np.empty((B, u), dt)
-            pextra, pdrh = _p(extra), _p(drh)
+            pextra, pdrh = p(extra), p(drh)
             hdr = _Rows(Hd)
             for t in range(T - 1, -1, -1):
                 step(
@@ -543,7 +536,7 @@ class CompiledRNNSequence(_CompiledBackward, RNNSequence):
         loop, gemm = _with_gemm("rnn_forward_loop", dt)
         if loop is not None:
             loop(
-                gemm, T, x[0], x.stride // dt.itemsize, _p(Uc), h[0], a[0],
+                gemm, T, x[0], x.stride // dt.itemsize, p(Uc), h[0], a[0],
                 k[0] if k is not None else None, prm, hd[0] if hd is not None else None, B, u,
             )  # fmt: skip
         else:
@@ -571,8 +564,8 @@ class CompiledRNNSequence(_CompiledBackward, RNNSequence):
         if loop is not None:
             dU = np.empty((u, u), dt) if needs[1] else None
             loop(
-                gemm, T, _opt(d_seq), _opt(s.rm), _opt(keep_h), _p(dh), _p(A), _opt(s.keep),
-                _p(dA), _p(UT), _p(_recurrent_inputs(s)), _opt(dU), B, u,
+                gemm, T, _opt(d_seq), _opt(s.rm), _opt(keep_h), p(dh), p(A), _opt(s.keep),
+                p(dA), p(UT), p(_recurrent_inputs(s)), _opt(dU), B, u,
             )  # fmt: skip
             return _finish_dx(spec, dA), dU, None, dh, None
         step = function("rnn_backward_step", dt)
@@ -580,7 +573,7 @@ class CompiledRNNSequence(_CompiledBackward, RNNSequence):
         a, da = _Rows(A), _Rows(dA)
         q = _Rows(d_seq) if d_seq is not None else None
         k = _Rows(s.keep) if s.keep is not None else None
-        prm, pdh, pkh = _opt(s.rm), _p(dh), _opt(keep_h)
+        prm, pdh, pkh = _opt(s.rm), p(dh), _opt(keep_h)
         with _loop_blas(B, u):
             for t in range(T - 1, -1, -1):
                 step(
@@ -608,8 +601,8 @@ class CompiledSequenceProjection(SequenceProjection):
             f is None
             or type(x) is not np.ndarray
             or x.ndim != 3
-            or not _plain(dt, kernel)
-            or (bias is not None and not _plain(dt, bias))
+            or not plain(dt, kernel)
+            or (bias is not None and not plain(dt, bias))
             or 0 in x.shape
             or 0 in kernel.shape
         ):
@@ -621,7 +614,7 @@ class CompiledSequenceProjection(SequenceProjection):
             xt = _copy(xt)
         x2 = xt.reshape(T * B, F)
         y = pooled((T, B, G), dt)
-        f(gemm, T * B, G, F, _p(x2), _p(kernel), _opt(bias), _p(y))
+        f(gemm, T * B, G, F, p(x2), p(kernel), _opt(bias), p(y))
         return y, (x2, kernel, (B, T, F))
 
     def backward(self, saved, g, needs):
@@ -632,7 +625,7 @@ class CompiledSequenceProjection(SequenceProjection):
             f is None
             or type(g) is not np.ndarray
             or g.dtype != dt
-            or not _plain(dt, x2, kernel)
+            or not plain(dt, x2, kernel)
             or 0 in x2.shape
             or 0 in kernel.shape
         ):
@@ -642,7 +635,7 @@ class CompiledSequenceProjection(SequenceProjection):
         dx = pooled((T, B, F), dt) if needs[0] else None
         dk = np.empty((F, G), dt) if needs[1] else None
         db = np.empty(G, dt) if needs[2] else None
-        f(gemm, T * B, G, F, _p(g2), _p(x2), _p(kernel), _opt(dx), _opt(dk), _opt(db))
+        f(gemm, T * B, G, F, p(g2), p(x2), p(kernel), _opt(dx), _opt(dk), _opt(db))
         return (dx.transpose(1, 0, 2) if dx is not None else None), dk, db
 
 
