@@ -12,6 +12,7 @@ import numpy as np
 
 from . import cpu_library, numpy_kernels
 from .blas_threads import openblas_symbol
+from .host_arrays import plain
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _FUNCTIONS = {}  # (name, dtype) -> ctypes function or None
@@ -38,11 +39,6 @@ def forget():
     _FUNCTIONS.clear()
     _DENSE.clear()
     cpu_library.reset()
-
-
-def plain(dtype, *arrays):
-    """Whether every array is a C-contiguous ``np.ndarray`` of ``dtype``."""
-    return all(type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous for a in arrays)
 
 
 p = cpu_library.pointer
@@ -102,7 +98,7 @@ def adam_update_many(weights, grads, ms, vs, alpha, beta_1, beta_2, epsilon):
                 and g.shape == table.shapes[k]
             ):
                 break
-            table.g[k] = g.__array_interface__["data"][0]
+            table.g[k] = p(g)
         else:
             many(
                 len(weights),
@@ -301,9 +297,11 @@ CPU_KERNELS = {
 
 # the op families, each in a module of its own
 from .cpu_conv import CPU_CONV_KERNELS  # noqa: E402
+from .cpu_losses import CPU_LOSS_KERNELS  # noqa: E402
 from .cpu_pool import CPU_POOL_KERNELS  # noqa: E402
 from .cpu_rnn import CPU_RNN_KERNELS  # noqa: E402
 
 CPU_KERNELS.update(CPU_CONV_KERNELS)
+CPU_KERNELS.update(CPU_LOSS_KERNELS)
 CPU_KERNELS.update(CPU_POOL_KERNELS)
 CPU_KERNELS.update(CPU_RNN_KERNELS)

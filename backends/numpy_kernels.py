@@ -217,9 +217,23 @@ KERNELS["relu_inplace"] = relu_inplace
 KERNELS["relu_grad"] = relu_grad
 
 
+def label_range_error(labels, classes):
+    """The error for integer ``labels`` not all in ``[0, classes)`` (the sparse cross-entropy
+    kernels check, since they index with the labels)."""
+    low, high = int(labels.min()), int(labels.max())
+    return ValueError(
+        f"sparse_softmax_cross_entropy: labels must lie in [0, {classes - 1}] for logits with "
+        f"{classes} classes, got labels in [{low}, {high}]"
+    )
+
+
 def sparse_softmax_cross_entropy(logits, labels):
-    """Per-sample ``-log_softmax(logits)[label]`` ``(...)`` and the softmax ``(..., classes)``."""
-    flat = logits.reshape(-1, logits.shape[-1])
+    """Per-sample ``-log_softmax(logits)[label]`` ``(...)`` and the softmax ``(..., classes)``;
+    a label outside ``[0, classes)`` raises ValueError."""
+    classes = logits.shape[-1]
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise label_range_error(labels, classes)
+    flat = logits.reshape(-1, classes)
     shifted = flat - np.maximum.reduce(flat, axis=1, keepdims=True)
     probabilities = np.exp(shifted)
     sums = np.add.reduce(probabilities, axis=1, keepdims=True)

@@ -32,8 +32,18 @@ class SoftmaxCrossEntropy(Function):
         return g * (xp.exp(self.log_p) * xp.sum(t, axis=self.axis, keepdims=True) - t), None
 
 
+def _check_labels(xp, labels, classes):
+    low, high = (int(xp.min(labels)), int(xp.max(labels))) if labels.size else (0, 0)
+    if low < 0 or high >= classes:
+        raise ValueError(
+            f"sparse_softmax_cross_entropy: labels must lie in [0, {classes - 1}] for logits "
+            f"with {classes} classes, got labels in [{low}, {high}]"
+        )
+
+
 class SparseSoftmaxCrossEntropy(Function):
-    """``-log_softmax(logits)[label]`` over the last axis; labels are integers ``(...)``.
+    """``-log_softmax(logits)[label]`` over the last axis; labels are integers ``(...)`` in
+    ``[0, classes)`` (else ValueError).
 
     With ``mean=True`` the op returns the mean over all samples (a scalar), which
     saves the two reduction nodes of the common training loss.
@@ -57,10 +67,11 @@ class SparseSoftmaxCrossEntropy(Function):
     def _per_sample(self, logits, labels):
         xp = self.xp
         kernel = self.backend.kernel("sparse_softmax_cross_entropy")
-        if kernel is not None:
+        if kernel is not None:  # it checks the labels itself
             loss, self.probabilities = kernel(logits, labels)
             self.labels = labels
             return loss
+        _check_labels(xp, labels, logits.shape[-1])
         shifted = logits - xp.max(logits, axis=-1, keepdims=True)
         e = xp.exp(shifted)
         sum_e = xp.sum(e, axis=-1, keepdims=True)
