@@ -222,8 +222,8 @@ def label_range_error(labels, classes):
     kernels check, since they index with the labels)."""
     low, high = int(labels.min()), int(labels.max())
     return ValueError(
-        f"sparse_softmax_cross_entropy: labels must lie in [0, {classes - 1}] for logits with "
-        f"{classes} classes, got labels in [{low}, {high}]"
+        f"sparse_softmax_cross_entropy: labels must lie in [0, {classes - 1}] for predictions "
+        f"with {classes} classes, got labels in [{low}, {high}]"
     )
 
 

@@ -11,6 +11,7 @@ overflow-free forms.
 from . import ops
 from .autograd import Tensor, as_backend_array
 from .config import epsilon
+from .ops.losses import check_label_range
 
 REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "none", None)
 
@@ -124,15 +125,6 @@ def _sparse_labels(y_true, y_pred):
     return labels
 
 
-def _check_label_range(xp, labels, classes):
-    low, high = (int(xp.min(labels)), int(xp.max(labels))) if labels.size else (0, 0)
-    if low < 0 or high >= classes:
-        raise ValueError(
-            f"sparse_categorical_crossentropy: labels must lie in [0, {classes - 1}] for "
-            f"predictions with {classes} classes, got labels in [{low}, {high}]"
-        )
-
-
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_class=None):
     y_pred = _tensor(y_pred)
     xp = y_pred.xp
@@ -142,7 +134,7 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_cl
     if ignore_class is not None:
         valid = labels != ignore_class
         labels = xp.where(valid, labels, xp.zeros_like(labels))
-    _check_label_range(xp, labels, classes)
+    check_label_range(xp, labels, classes, name="sparse_categorical_crossentropy")
     if from_logits:
         loss = ops.sparse_softmax_cross_entropy(y_pred, labels)
     else:

@@ -32,12 +32,13 @@ class SoftmaxCrossEntropy(Function):
         return g * (xp.exp(self.log_p) * xp.sum(t, axis=self.axis, keepdims=True) - t), None
 
 
-def _check_labels(xp, labels, classes):
+def check_label_range(xp, labels, classes, name="sparse_softmax_cross_entropy"):
+    """Raise a ValueError naming ``name`` unless every integer label is in ``[0, classes)``."""
     low, high = (int(xp.min(labels)), int(xp.max(labels))) if labels.size else (0, 0)
     if low < 0 or high >= classes:
         raise ValueError(
-            f"sparse_softmax_cross_entropy: labels must lie in [0, {classes - 1}] for logits "
-            f"with {classes} classes, got labels in [{low}, {high}]"
+            f"{name}: labels must lie in [0, {classes - 1}] for predictions with {classes} "
+            f"classes, got labels in [{low}, {high}]"
         )
 
 
@@ -71,7 +72,7 @@ class SparseSoftmaxCrossEntropy(Function):
             loss, self.probabilities = kernel(logits, labels)
             self.labels = labels
             return loss
-        _check_labels(xp, labels, logits.shape[-1])
+        check_label_range(xp, labels, logits.shape[-1])
         shifted = logits - xp.max(logits, axis=-1, keepdims=True)
         e = xp.exp(shifted)
         sum_e = xp.sum(e, axis=-1, keepdims=True)
