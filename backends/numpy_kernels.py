@@ -77,8 +77,28 @@ KERNELS["adam_update"] = adam_update
 MIN_ELEMENTS_PER_THREAD = 1 << 16
 
 
+# Adam's moments lose their subnormal values every this many steps (see flush_subnormals).
+FLUSH_SUBNORMALS_EVERY = 64
+_adam_steps = itertools.count(1)
+
+
+def flush_subnormals(a):
+    """Set the subnormal elements of ``a`` to zero, in place.
+
+    Why: a moment that only decays (Adam's ``m`` of a unit whose gradient stays zero
+    shrinks by ``beta_1`` per step) turns subnormal after some hundreds of steps, and
+    arithmetic on subnormal numbers takes a slow microcode path on many x86 CPUs: a
+    step can get several times slower from then on. The compiled optimizers set the
+    CPU's flush-to-zero flags; NumPy cannot, so its Adam calls this every
+    ``FLUSH_SUBNORMALS_EVERY`` steps (a subnormal moment moves no weight by a
+    representable amount anyway).
+    """
+    np.copyto(a, 0, where=np.abs(a) < np.finfo(a.dtype).tiny)
+
+
 def adam_update_many(weights, grads, ms, vs, alpha, beta_1, beta_2, epsilon):
-    """:func:`adam_update` on every ``(w, g, m, v)`` of the lists, in one go.
+    """:func:`adam_update` on every ``(w, g, m, v)`` of the lists, in one go; every
+    ``FLUSH_SUBNORMALS_EVERY`` calls the moments are flushed (:func:`flush_subnormals`).
 
     The update is elementwise, so the elements of all variables are laid end to
     end (as flat views), cut into equal pieces and shared among as many threads
@@ -86,6 +106,14 @@ def adam_update_many(weights, grads, ms, vs, alpha, beta_1, beta_2, epsilon):
     gets the same arithmetic however the work is cut, so results are
     bit-identical to the one-thread path.
     """
+    _adam_update_all(weights, grads, ms, vs, alpha, beta_1, beta_2, epsilon)
+    if next(_adam_steps) % FLUSH_SUBNORMALS_EVERY == 0:
+        for m, v in zip(ms, vs):
+            flush_subnormals(m)
+            flush_subnormals(v)
+
+
+def _adam_update_all(weights, grads, ms, vs, alpha, beta_1, beta_2, epsilon):
     total = sum(w.size for w in weights)
     workers = min(worker_threads(), total // MIN_ELEMENTS_PER_THREAD)
     if workers <= 1:

@@ -123,3 +123,36 @@ def test_none_gradients_are_skipped():
     v = dlx.Variable(np.ones(2))
     optimizers.Adam().apply_gradients([(None, v)])
     np.testing.assert_array_equal(dlx.to_numpy(v.value), [1.0, 1.0])
+
+
+def test_numpy_adam_flushes_subnormal_moments_every_so_many_steps(monkeypatch):
+    # without a compiler Adam runs on NumPy, which cannot set the CPU's flush-to-zero flags:
+    # a decaying moment would stay subnormal (slow arithmetic) for hundreds of steps
+    import itertools
+
+    from dlx.backends import numpy_kernels
+
+    monkeypatch.setattr(numpy_kernels, "_adam_steps", itertools.count(1))
+    every = numpy_kernels.FLUSH_SUBNORMALS_EVERY
+    tiny = np.finfo(np.float32).tiny
+    n = 1 << 17  # large enough for the threaded path
+    w, g = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    g[::2] = 1e-3  # these units learn; the others only decay
+    m = np.full(n, 1e-39, np.float32)  # subnormal already
+    v = np.full(n, 1e-30, np.float32)
+    m_plain, v_plain, w_plain = m.copy(), v.copy(), w.copy()
+    for step in range(1, every + 1):
+        numpy_kernels.adam_update_many([w], [g], [m], [v], 1e-3, 0.9, 0.999, 1e-7)
+        numpy_kernels._adam_update_all([w_plain], [g], [m_plain], [v_plain], 1e-3, 0.9, 0.999, 1e-7)
+        if step < every:
+            np.testing.assert_array_equal(m, m_plain)
+    subnormal = (m_plain != 0) & (np.abs(m_plain) < tiny)
+    assert subnormal.any(), "the test's moments never became subnormal"
+    assert not np.any(m[subnormal]), "subnormal moments were not flushed"
+    np.testing.assert_array_equal(m[~subnormal], m_plain[~subnormal])  # the rest untouched
+    np.testing.assert_array_equal(v, v_plain)  # v = 1e-30 decays only to ~9e-31: normal
+    np.testing.assert_array_equal(w, w_plain)
+    flushed = np.array([1e-39, -1e-40, tiny, -tiny, 0.0, 1.0, np.nan], np.float32)
+    numpy_kernels.flush_subnormals(flushed)
+    np.testing.assert_array_equal(flushed[:6], [0, 0, tiny, -tiny, 0, 1])
+    assert np.isnan(flushed[6])
