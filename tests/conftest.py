@@ -32,6 +32,20 @@ def backend(request):
     return dlx.get_backend()
 
 
+@pytest.fixture
+def kernels_on(monkeypatch):
+    """The kernel tables and the compiled CPU kernels on, for tests of the kernels
+    themselves, also when the suite runs under ``DLX_KERNELS=numpy`` or ``generic``."""
+    from dlx.backends import cpu_kernels
+
+    monkeypatch.delenv("DLX_KERNELS", raising=False)
+    dlx.backends.set_kernels_enabled(True)  # _restore_globals sets it back
+    cpu_kernels.forget()
+    yield
+    monkeypatch.undo()
+    cpu_kernels.forget()
+
+
 @pytest.fixture(autouse=True)
 def _restore_globals():
     yield

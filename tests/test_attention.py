@@ -116,6 +116,7 @@ def test_sdpa_matches_torch():
             )
 
 
+@pytest.mark.usefixtures("kernels_on")
 def test_sdpa_asks_the_kernel_table_first():
     backend = dlx.set_backend("numpy")
     calls = []

@@ -126,6 +126,7 @@ def test_different_seeds_give_different_weights():
     assert not np.array_equal(a.get_weights()[0], b.get_weights()[0])
 
 
+@pytest.mark.usefixtures("kernels_on")
 def test_kernels_can_be_turned_off():
     numpy_backend = backends.registry._instance("numpy")
     assert numpy_backend.kernel("adam_update") is not None

@@ -31,6 +31,7 @@ def _compare(fn, arrays, rtol=1e-10, atol=1e-12):
         np.testing.assert_allclose(f, g, rtol=rtol, atol=atol)
 
 
+@pytest.mark.usefixtures("kernels_on")
 def test_numpy_kernels_are_registered():
     backend = dlx.set_backend("numpy")
     for name in ("conv", "conv_transpose", "pool"):

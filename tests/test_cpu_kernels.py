@@ -234,6 +234,7 @@ def test_every_weight_of_an_lstm_model_takes_the_compiled_adam_step(fresh_librar
 
 @needs_compiler
 def test_a_compiler_that_refuses_the_tuning_option_builds_without_it(fresh_library, tmp_path):
+    fresh_library.delenv("DLX_KERNELS", raising=False)  # also under DLX_KERNELS=numpy
     fresh_library.setenv("DLX_CPU_KERNEL_CACHE", str(tmp_path))
     fresh_library.setattr(cpu_library, "TUNING", ("-fno-such-option-anywhere",))
     built = cpu_library.build("optimizers")

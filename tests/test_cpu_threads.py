@@ -14,9 +14,12 @@ from helpers import count_compiled_calls
 import dlx
 from dlx import layers
 
-pytestmark = pytest.mark.skipif(
-    shutil.which(cpu_library.compiler_name()) is None, reason="no C++ compiler on this machine"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which(cpu_library.compiler_name()) is None, reason="no C++ compiler on this machine"
+    ),
+    pytest.mark.usefixtures("kernels_on"),
+]
 
 
 @pytest.fixture(params=[1, 2, 3])

@@ -28,6 +28,8 @@ from dlx import layers, losses
 from dlx.ops import convolution as conv_ops
 from dlx.ops import pooling as pool_ops
 
+pytestmark = pytest.mark.usefixtures("kernels_on")  # also under DLX_KERNELS=generic
+
 TOLERANCE = {"float32": dict(rtol=1e-5, atol=1e-5), "float64": dict(rtol=1e-12, atol=1e-12)}
 
 

@@ -33,6 +33,8 @@ import dlx
 from dlx import layers, losses
 from dlx.ops.recurrent import GENERIC, RecurrentSequence, SequenceSpec, recurrent_sequence
 
+pytestmark = pytest.mark.usefixtures("kernels_on")  # also under DLX_KERNELS=generic
+
 KERNEL_NAMES = ("rnn_sequence", "lstm_sequence", "gru_sequence")
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 

@@ -290,6 +290,7 @@ def test_numpy_kernel_matches_generic(cell, options, dtype, worker, monkeypatch)
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
 
+@pytest.mark.usefixtures("kernels_on")
 def test_numpy_kernel_is_used_and_falls_back():
     dlx.set_backend("numpy")
     kernel = dlx.get_backend().kernel("lstm_sequence")
