@@ -121,6 +121,28 @@ def test_linear_kernels_match_a_float64_reference(pool_threads, dtype, relu, bia
             np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance * inner)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 4, 5])
+def test_both_backward_products_side_by_side_match_one_after_the_other(monkeypatch, threads):
+    # from 2**20 multiply-adds gx and gw run side by side, each on half the pool (4 threads:
+    # each product in two blocks; 5: the same, one thread spare); wanting one of them alone
+    # takes the other path, a product split over the whole pool
+    monkeypatch.setenv("DLX_NUM_THREADS", str(threads))
+    cpu_kernels.forget()
+    rng = np.random.default_rng(threads)
+    M, K, N = 100, 333, 70  # 2.3M multiply-adds; blocks of 16 do not divide the sides
+    x, w, g = (rng.standard_normal(s).astype(np.float32) for s in ((M, K), (K, N), (M, N)))
+    y = np.maximum(rng.standard_normal((M, N)), 0).astype(np.float32)
+    gx, gw, gb = cpu_kernels.linear_backward(g, y, x, w, True, True, True)
+    alone_x = cpu_kernels.linear_backward(g, y, x, w, True, False, False)[0]
+    alone_w = cpu_kernels.linear_backward(g, y, x, w, False, True, False)[1]
+    np.testing.assert_allclose(gx, alone_x, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(gw, alone_w, rtol=1e-6, atol=1e-5)
+    gm = np.where(y > 0, g, 0).astype(np.float64)
+    np.testing.assert_allclose(gx, gm @ w.T.astype(np.float64), rtol=1e-4, atol=1e-4 * N)
+    np.testing.assert_allclose(gw, x.T.astype(np.float64) @ gm, rtol=1e-4, atol=1e-4 * M)
+    np.testing.assert_allclose(gb, gm.sum(axis=0), rtol=1e-4, atol=1e-4 * M)
+
+
 def test_linear_backward_leaves_out_what_is_not_wanted_and_keeps_its_input():
     rng = np.random.default_rng(1)
     x, w = rng.standard_normal((6, 4)), rng.standard_normal((4, 3))
