@@ -5,7 +5,9 @@
     python bench/compare.py --repeats 200
 
 Prints the median step time of each (after warm-up) and the ratio dlx / PyTorch
-(lower is better). PyTorch runs with as many threads as NumPy's BLAS (2 here).
+(lower is better), then the lowest and highest ratio of the five rounds (each round's
+dlx median over the PyTorch round beside it), which shows how much the machine's load
+moved while it measured. PyTorch runs with as many threads as NumPy's BLAS (2 here).
 
 Both run with glibc's allocator in the same state: before anything else the
 script allocates and frees one 24 MiB block, which raises glibc's dynamic mmap
@@ -69,13 +71,20 @@ def median_time(step, repeats, warmup):
     return statistics.median(times)
 
 
-def interleaved(dlx_step, torch_step, repeats, warmup, rounds=5):
-    """Median of each, measured in alternating rounds so load changes hit both alike."""
+def interleaved_rounds(dlx_step, torch_step, repeats, warmup, rounds=5):
+    """The median step time of each round, ``(dlx_times, torch_times)``, measured in
+    alternating rounds so load changes hit both alike (``torch_times`` empty without it)."""
     dlx_times, torch_times = [], []
     for _ in range(rounds):
         dlx_times.append(median_time(dlx_step, max(repeats // rounds, 3), warmup))
         if torch_step is not None:
             torch_times.append(median_time(torch_step, max(repeats // rounds, 3), warmup))
+    return dlx_times, torch_times
+
+
+def interleaved(dlx_step, torch_step, repeats, warmup, rounds=5):
+    """Median of each over :func:`interleaved_rounds`."""
+    dlx_times, torch_times = interleaved_rounds(dlx_step, torch_step, repeats, warmup, rounds)
     return statistics.median(dlx_times), (statistics.median(torch_times) if torch_times else None)
 
 
@@ -109,24 +118,34 @@ def main(argv=None):
     except ImportError:
         torch, torch_version, threads = None, "not installed", None
     print(
-        f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} "
-        "cores, "
-        f"torch {torch_version} ({threads} threads), allocator "
+        f"# {platform.node()} {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, torch {torch_version} ({threads} threads), allocator "
         f"{'settled' if args.settle else 'as found'}"
         f"{', one core busy' if args.busy_core else ''}"
     )
-    print("| workload | batch | dlx ms | torch ms | dlx / torch |")
-    print("|---|---|---|---|---|")
+    print("| workload | batch | dlx ms | torch ms | dlx / torch | rounds' ratios |")
+    print("|---|---|---|---|---|---|")
     for name in names:
         dlx_builder, torch_builder = workloads[name]
         batch = BATCHES.get(name, 64)
         dlx_step = dlx_builder(batch)
         torch_step = torch_builder(batch) if torch is not None else None
         with BusyCore() if args.busy_core else contextlib.nullcontext():
-            t_dlx, t_torch = interleaved(dlx_step, torch_step, args.repeats, args.warmup)
-        ratio = f"{t_dlx / t_torch:.2f}" if t_torch else "-"
-        torch_ms = f"{t_torch * 1e3:.2f}" if t_torch else "-"
-        print(f"| {name} | {batch} | {t_dlx * 1e3:.2f} | {torch_ms} | {ratio} |", flush=True)
+            dlx_times, torch_times = interleaved_rounds(
+                dlx_step, torch_step, args.repeats, args.warmup
+            )
+        t_dlx = statistics.median(dlx_times)
+        ratio = torch_ms = spread = "-"
+        if torch_times:
+            t_torch = statistics.median(torch_times)
+            ratio, torch_ms = f"{t_dlx / t_torch:.2f}", f"{t_torch * 1e3:.2f}"
+            # each round's dlx time over the torch round beside it: how much the load moved
+            paired = [d / t for d, t in zip(dlx_times, torch_times)]
+            spread = f"{min(paired):.2f}-{max(paired):.2f}"
+        print(
+            f"| {name} | {batch} | {t_dlx * 1e3:.2f} | {torch_ms} | {ratio} | {spread} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
