@@ -8,6 +8,7 @@ Large elementwise work (the optimizer step over all weights) can be shared among
 """
 
 import itertools
+import math
 import os
 import threading
 
@@ -282,6 +283,35 @@ def sparse_softmax_cross_entropy_backward(g, probabilities, labels):
 
 KERNELS["sparse_softmax_cross_entropy"] = sparse_softmax_cross_entropy
 KERNELS["sparse_softmax_cross_entropy_backward"] = sparse_softmax_cross_entropy_backward
+
+
+def take_backward(g, indices, input_shape, axis):
+    """The gradient of ``take(x, indices, axis)`` for ``x`` of ``input_shape``: ``g`` (``x``'s
+    shape with ``axis`` replaced by ``indices.shape``) added into zeros at ``indices`` along
+    ``axis``; repeated indices add up, in their order in ``indices``.
+
+    The generic op builds a one-hot ``(len(indices), input_shape[axis])`` matrix and
+    multiplies: for an Embedding of 5000 words and a batch of 64 x 50 tokens, a 64 MB
+    matrix and 33 ms. Here the rows of ``g`` are sorted by index and summed per index
+    (``np.add.reduceat``): about 1 ms.
+    """
+    n = input_shape[axis]
+    rest = input_shape[:axis] + input_shape[axis + 1 :]
+    flat = indices.reshape(-1).astype(np.intp, copy=False)
+    flat = np.where(flat < 0, flat + n, flat)  # as take reads negative indices
+    k = indices.ndim
+    width = math.prod(rest)
+    rows = np.moveaxis(g, tuple(range(axis, axis + k)), tuple(range(k))).reshape(flat.size, width)
+    out = np.zeros((n, width), g.dtype)
+    if flat.size:
+        order = np.argsort(flat, kind="stable")
+        ordered = flat[order]
+        starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+        out[ordered[starts]] = np.add.reduceat(rows[order], starts, axis=0)
+    return np.ascontiguousarray(np.moveaxis(out.reshape((n,) + rest), 0, axis))
+
+
+KERNELS["take_backward"] = take_backward
 
 
 # kernels of the op families, each in a module of its own

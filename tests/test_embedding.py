@@ -72,3 +72,41 @@ def test_bad_arguments():
         layers.Embedding(0, 3)
     with pytest.raises(ValueError, match="output_dim"):
         layers.Embedding(3, -1)
+
+
+@pytest.mark.usefixtures("kernels_on")
+@pytest.mark.parametrize(
+    "shape, axis, index_shape",
+    [((5000, 8), 0, (64, 50)), ((3, 6, 2), 1, (2, 4)), ((4,), 0, (3, 3)), ((2, 3, 5), 2, (7,))],
+)
+def test_take_backward_kernel_matches_the_generic_op(monkeypatch, shape, axis, index_shape):
+    # the NumPy kernel sums rows sorted by index; the generic op multiplies by a one-hot matrix
+    from dlx.backends import numpy_kernels
+
+    from dlx import ops
+
+    used = []
+    real = numpy_kernels.take_backward
+    monkeypatch.setitem(
+        dlx.set_backend("numpy").kernels,
+        "take_backward",
+        lambda *args: used.append(1) or real(*args),
+    )
+    rng = np.random.default_rng(axis)
+    x = rng.standard_normal(shape)
+    indices = rng.integers(-shape[axis], shape[axis], index_shape)  # repeats and negatives
+    g = rng.standard_normal(shape[:axis] + index_shape + shape[axis + 1 :])
+    grads = []
+    for kernels in (True, False):
+        dlx.backends.set_kernels_enabled(kernels)
+        t = dlx.Tensor(x, requires_grad=True)
+        (ops.take(t, dlx.asarray(indices), axis=axis) * dlx.asarray(g)).sum().backward()
+        grads.append(dlx.to_numpy(t.grad))
+    assert used == [1]
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12, atol=1e-12)
+    expected = np.zeros(shape)
+    moved = np.moveaxis(expected, axis, 0)  # a view: adding into it fills expected
+    k = len(index_shape)
+    rows = np.moveaxis(g, tuple(range(axis, axis + k)), tuple(range(k)))
+    np.add.at(moved, indices.reshape(-1), rows.reshape((-1,) + moved.shape[1:]))
+    np.testing.assert_allclose(grads[0], expected, rtol=1e-12, atol=1e-12)

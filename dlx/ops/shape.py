@@ -128,16 +128,19 @@ class GetItem(Function):
 
 
 class Take(Function):
-    """``take(x, indices, axis)``: gather along one axis; repeated indices add up in backward."""
+    """``take(x, indices, axis)``: gather along one axis (negative indices count from the end);
+    repeated indices add up in backward."""
 
     def __init__(self, axis=0):
         self.axis = axis
 
     def forward(self, x, indices):
+        xp = self.xp
         self.axis = self.axis % x.ndim
-        self.input_shape, self.indices = tuple(x.shape), indices
-        flat = self.xp.reshape(indices, (-1,))
-        y = self.xp.take(x, flat, axis=self.axis)
+        flat = xp.reshape(indices, (-1,))
+        flat = xp.where(flat < 0, flat + x.shape[self.axis], flat)  # -1: the last, as in NumPy
+        self.input_shape, self.indices = tuple(x.shape), xp.reshape(flat, indices.shape)
+        y = xp.take(x, flat, axis=self.axis)
         shape = x.shape[: self.axis] + tuple(indices.shape) + x.shape[self.axis + 1 :]
         return self.xp.reshape(y, shape)
 
