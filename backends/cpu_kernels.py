@@ -298,10 +298,12 @@ CPU_KERNELS = {
 # the op families, each in a module of its own
 from .cpu_conv import CPU_CONV_KERNELS  # noqa: E402
 from .cpu_losses import CPU_LOSS_KERNELS  # noqa: E402
+from .cpu_normalization import CPU_NORMALIZATION_KERNELS  # noqa: E402
 from .cpu_pool import CPU_POOL_KERNELS  # noqa: E402
 from .cpu_rnn import CPU_RNN_KERNELS  # noqa: E402
 
 CPU_KERNELS.update(CPU_CONV_KERNELS)
 CPU_KERNELS.update(CPU_LOSS_KERNELS)
+CPU_KERNELS.update(CPU_NORMALIZATION_KERNELS)
 CPU_KERNELS.update(CPU_POOL_KERNELS)
 CPU_KERNELS.update(CPU_RNN_KERNELS)

@@ -46,10 +46,15 @@ class _Normalize(Function):
         self.epsilon = float(epsilon)
         self.group_shape = group_shape
 
+    x = None  # the input, kept when the batch_norm kernel ran (its backward recomputes xhat)
+
     def forward(self, x, gamma=None, beta=None):
         xp = self.xp
         self.x_shape = tuple(x.shape)
         self.param_shape = _param_broadcast_shape(self.x_shape, self.feature_axes)
+        y = self._batch_norm_kernel(x, gamma, beta)
+        if y is not None:
+            return y
         xs = xp.reshape(x, self.group_shape) if self.group_shape is not None else x
         mean = xp.mean(xs, axis=self.stat_axes, keepdims=True)
         centered = xs - mean
@@ -66,9 +71,49 @@ class _Normalize(Function):
             y = y + xp.reshape(beta, self.param_shape)
         return y
 
+    def _batch_norm_kernel(self, x, gamma, beta):
+        """The backend's ``batch_norm_forward`` for statistics over every axis but the last
+        (batch normalization, channels last): y, or None (then the generic code runs)."""
+        last = len(self.x_shape) - 1
+        if (
+            self.group_shape is not None
+            or self.feature_axes != (last,)
+            or self.stat_axes != tuple(range(last))
+        ):
+            return None
+        kernel = self.backend.kernel("batch_norm_forward")
+        result = kernel(x, gamma, beta, self.epsilon) if kernel is not None else None
+        if result is None:
+            return None
+        y, mean, var, inv = result
+        xp = self.xp
+        self.mean, self.var, self.inv = (xp.reshape(a, self.param_shape) for a in (mean, var, inv))
+        self.x, self.gamma_flat, self.has_beta = x, gamma, beta is not None
+        self.gamma = None if gamma is None else xp.reshape(gamma, self.param_shape)
+        return y
+
     def backward(self, g):
-        xp, xhat = self.xp, self.xhat
+        xp = self.xp
         need_x, need_gamma, need_beta = (tuple(self.needs_input_grad) + (False, False))[:3]
+        if self.x is not None:  # the forward ran the batch_norm kernel
+            kernel = self.backend.kernel("batch_norm_backward")
+            last = self.x_shape[-1]
+            grads = None
+            if kernel is not None:
+                grads = kernel(
+                    g,
+                    self.x,
+                    xp.reshape(self.mean, (last,)),
+                    xp.reshape(self.inv, (last,)),
+                    self.gamma_flat,
+                    need_x,
+                    need_gamma,
+                    need_beta,
+                )
+            if grads is not None:
+                return grads
+            self.xhat = (self.x - self.mean) * self.inv
+        xhat = self.xhat
         gx = ggamma = gbeta = None
         if need_x:
             dxhat = g if self.gamma is None else g * self.gamma
@@ -92,7 +137,7 @@ class _Normalize(Function):
 
     def release(self):
         super().release()
-        self.xhat = self.inv = self.gamma = None
+        self.xhat = self.inv = self.gamma = self.gamma_flat = self.x = None
 
 
 class _NormalizeWithStats(Function):

@@ -1,0 +1,136 @@
+"""The compiled batch normalization (backends/cpu_normalization.py, backends/cpu/normalization.cpp).
+
+It must give what the generic op gives (forward, statistics, all three gradients), the
+same bits for any thread count, pass a float64 gradient check, and leave to the generic
+op what it does not handle (other axes, strided inputs, layer normalization).
+"""
+
+import shutil
+
+import numpy as np
+import pytest
+from dlx.backends import cpu_kernels, cpu_library
+from helpers import check_gradients, count_compiled_calls
+
+import dlx
+from dlx import layers, losses
+from dlx.ops.normalization import batch_normalization, layer_normalization
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(cpu_library.compiler_name()) is None, reason="no C++ compiler on this machine"
+)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """The compiled kernels on, and a Counter of the normalization.cpp functions that ran."""
+    yield count_compiled_calls(monkeypatch, "normalization")
+    monkeypatch.undo()
+    cpu_kernels.forget()
+
+
+def _run(x, gamma, beta, g, kernels):
+    """y, batch mean and variance, and the gradients of sum(y * g), through the op."""
+    dlx.set_backend("numpy")
+    dlx.backends.set_kernels_enabled(kernels)
+    tx = dlx.Tensor(x, requires_grad=True)
+    tg = None if gamma is None else dlx.Tensor(gamma, requires_grad=True)
+    tb = None if beta is None else dlx.Tensor(beta, requires_grad=True)
+    y, mean, var = batch_normalization(tx, tg, tb, epsilon=1e-3, return_statistics=True)
+    (y * dlx.asarray(g)).sum().backward()
+    grads = [None if t is None else dlx.to_numpy(t.grad) for t in (tx, tg, tb)]
+    return [dlx.to_numpy(a) for a in (y, mean, var)] + grads
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(64, 26, 26, 32), (128, 512), (3, 5), (1, 7), (300, 2, 3)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_matches_the_generic_op(calls, dtype, shape, affine):
+    rng = np.random.default_rng(len(shape))
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    gamma = rng.standard_normal(shape[-1]).astype(dtype) if affine else None
+    beta = rng.standard_normal(shape[-1]).astype(dtype) if affine else None
+    g = rng.standard_normal(shape).astype(dtype)
+    fast = _run(x, gamma, beta, g, kernels=True)
+    assert calls == {"batch_norm_forward": 1, "batch_norm_backward": 1}
+    generic = _run(x, gamma, beta, g, kernels=False)
+    tolerance = 2e-5 if dtype == np.float32 else 1e-11
+    for got, want in zip(fast, generic):
+        if want is None:
+            assert got is None
+        else:
+            assert got.dtype == dtype and got.shape == want.shape
+            scale = max(1.0, float(np.abs(want).max()))
+            np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * scale)
+
+
+def test_float64_gradients_match_finite_differences(calls):
+    dlx.set_backend("numpy")
+    rng = np.random.default_rng(2)
+    x, gamma, beta = rng.standard_normal((6, 3, 4)), rng.standard_normal(4), rng.standard_normal(4)
+    check_gradients(lambda x, gm, bt: batch_normalization(x, gm, bt), [x, gamma, beta])
+    assert calls["batch_norm_forward"] > 0 and calls["batch_norm_backward"] > 0
+
+
+def test_the_same_bits_for_any_thread_count(monkeypatch, calls):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5000, 16)).astype(np.float32)  # 20 blocks of rows
+    gamma, beta = np.ones(16, np.float32), np.zeros(16, np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    results = []
+    for threads in (1, 2, 3):
+        monkeypatch.setenv("DLX_NUM_THREADS", str(threads))
+        cpu_kernels.forget()
+        y, mean, var, inv = cpu_kernels.CPU_KERNELS["batch_norm_forward"](x, gamma, beta, 1e-3)
+        grads = cpu_kernels.CPU_KERNELS["batch_norm_backward"](
+            g, x, mean, inv, gamma, True, True, True
+        )
+        results.append((y, mean, var, inv, *grads))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_other_layouts_go_to_the_generic_op(calls):
+    dlx.set_backend("numpy")
+    rng = np.random.default_rng(4)
+    x = dlx.Tensor(rng.standard_normal((8, 6, 5)), requires_grad=True)
+    batch_normalization(x, axis=1).sum().backward()  # channels first
+    layer_normalization(x).sum().backward()
+    strided = dlx.Tensor(rng.standard_normal((8, 10))[:, ::2], requires_grad=True)
+    batch_normalization(strided).sum().backward()
+    assert calls["batch_norm_forward"] == 0 and calls["batch_norm_backward"] == 0
+    half = dlx.Tensor(rng.standard_normal((8, 4)).astype(np.float16))
+    assert batch_normalization(half).dtype == np.float16  # no float16 kernel: generic
+
+
+def test_a_batch_normalized_model_trains_as_with_the_generic_ops(calls):
+    rng = np.random.default_rng(5)
+    x = rng.random((32, 12, 12, 1), dtype=np.float32)
+    y = rng.integers(0, 4, 32)
+    # no biases before the normalizations: their gradient is zero up to rounding, and Adam
+    # turns that rounding noise into full-size steps of either sign
+    weights = []
+    for kernels in (True, False):
+        dlx.set_backend("numpy")
+        dlx.backends.set_kernels_enabled(kernels)
+        dlx.set_seed(0)
+        model = dlx.Sequential(
+            [
+                layers.Conv2D(8, 3, use_bias=False, input_shape=(12, 12, 1)),
+                layers.BatchNormalization(),
+                layers.Activation("relu"),
+                layers.Flatten(),
+                layers.Dense(16, use_bias=False),
+                layers.BatchNormalization(),
+                layers.Dense(4),
+            ]
+        )
+        model.compile(optimizer="adam", loss=losses.SparseCategoricalCrossentropy(from_logits=True))
+        for _ in range(3):
+            model.train_on_batch(x, y)
+        weights.append([dlx.to_numpy(w.value) for w in model.weights])
+        if kernels:
+            assert calls["batch_norm_forward"] == 6 and calls["batch_norm_backward"] == 6
+    for fast, generic in zip(*weights):  # moving statistics included
+        np.testing.assert_allclose(fast, generic, rtol=1e-4, atol=1e-5)
