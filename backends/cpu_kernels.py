@@ -285,7 +285,20 @@ def linear_backward(g, y, x, kernel, need_x, need_kernel, need_bias):
     return gx, gk, gb
 
 
+def erf(x):
+    """The error function of ``x``, elementwise (libm's); None when not handled."""
+    dtype = x.dtype
+    f = compiled("special", "erf", dtype, _P, _P, _I)
+    if f is None or not plain(dtype, x):
+        return None
+    y = np.empty_like(x)
+    if x.size:
+        f(p(x), p(y), x.size)
+    return y
+
+
 CPU_KERNELS = {
+    "erf": erf,
     "matmul": matmul,
     "linear_forward": linear_forward,
     "linear_backward": linear_backward,

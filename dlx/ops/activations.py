@@ -80,7 +80,7 @@ class GELU(Unary):
             c = math.sqrt(2 / math.pi)
             self.t = xp.tanh(c * (x + 0.044715 * x * x * x))
             return 0.5 * x * (1 + self.t)
-        self.cdf = 0.5 * (1 + erf(xp, x / math.sqrt(2)))
+        self.cdf = 0.5 * (1 + erf(xp, x / math.sqrt(2), self.backend))
         return x * self.cdf
 
     def df(self, xp, x, y):
