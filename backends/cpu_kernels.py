@@ -255,6 +255,8 @@ def linear_backward(g, y, x, kernel, need_x, need_kernel, need_bias):
     a fused ReLU, its output ``y`` (else None); unwanted ones are None. None when not handled."""
     dtype = g.dtype
     functions = _dense_functions(dtype)
+    if type(g) is np.ndarray:
+        g = np.ascontiguousarray(g)  # e.g. the broadcast ones of a sum's gradient
     if (
         functions is None
         or g.ndim != 2

@@ -1,11 +1,12 @@
-"""Compiled CPU kernels for batch normalization (``backends/cpu/normalization.cpp``).
+"""Compiled CPU kernels for batch and layer normalization (``backends/cpu/normalization.cpp``).
 
-``batch_norm_forward`` and ``batch_norm_backward`` handle the training-time batch
-normalization of ``x`` ``(..., C)`` over every axis but the last (Keras's default
-``axis=-1``, channels last): two passes over ``x`` each, where the generic op makes
-some ten NumPy passes (for a 64 x 26 x 26 x 32 convolution output, about 1 ms each).
-Row sums are taken in fixed blocks in double precision, so results do not depend on
-the thread count. They return None for anything else (then the generic op runs).
+``batch_norm_forward``/``_backward`` handle the training-time batch normalization of
+``x`` ``(..., C)`` over every axis but the last (Keras's default ``axis=-1``, channels
+last); ``layer_norm_forward``/``_backward`` the layer normalization of ``x`` over its
+last axis. Two passes over ``x`` each, where the generic op makes some ten NumPy passes
+(for a 64 x 26 x 26 x 32 convolution output, about 1 ms each). Sums are taken in
+double precision, those over rows in fixed blocks, so results do not depend on the
+thread count. They return None for anything else (then the generic op runs).
 """
 
 import ctypes
@@ -24,6 +25,8 @@ def _function(name, dtype):
 
     if name == "batch_norm_forward":
         return cpu_kernels.compiled("normalization", name, dtype, _I, _I, _P, _P, _P, _D, *[_P] * 4)
+    if name == "layer_norm_forward":
+        return cpu_kernels.compiled("normalization", name, dtype, _I, _I, _P, _P, _P, _D, *[_P] * 3)
     return cpu_kernels.compiled("normalization", name, dtype, _I, _I, *[_P] * 8)
 
 
@@ -64,6 +67,8 @@ def batch_norm_backward(g, x, mean, inv, gamma, need_x, need_gamma, need_beta):
     dtype = x.dtype
     f = _function("batch_norm_backward", dtype)
     C = x.shape[-1]
+    if type(g) is np.ndarray and g.dtype == dtype:
+        g = np.ascontiguousarray(g)  # e.g. the broadcast ones of a sum's gradient
     if (
         f is None
         or not plain(dtype, g, x)
@@ -89,7 +94,71 @@ def batch_norm_backward(g, x, mean, inv, gamma, need_x, need_gamma, need_beta):
     return gx, dgamma, dbeta
 
 
+def layer_norm_forward(x, gamma, beta, epsilon):
+    """``(y, mean, inv)`` of ``x`` ``(..., C)`` normalized over its last axis, ``mean`` and
+    ``inv`` (``1 / sqrt(var + epsilon)``) of shape ``x.shape[:-1]``; ``gamma``/``beta``
+    ``(C,)`` or None. None when not handled."""
+    dtype = x.dtype
+    f = _function("layer_norm_forward", dtype)
+    if f is None or x.ndim < 1 or not plain(dtype, x) or 0 in x.shape:
+        return None
+    C = x.shape[-1]
+    if not _optional(dtype, C, gamma, beta):
+        return None
+    y = np.empty_like(x)
+    mean, inv = np.empty(x.shape[:-1], dtype), np.empty(x.shape[:-1], dtype)
+    f(
+        x.size // C,
+        C,
+        p(x),
+        None if gamma is None else p(gamma),
+        None if beta is None else p(beta),
+        float(epsilon),
+        p(y),
+        p(mean),
+        p(inv),
+    )
+    return y, mean, inv
+
+
+def layer_norm_backward(g, x, mean, inv, gamma, need_x, need_gamma, need_beta):
+    """``(gx, dgamma, dbeta)`` of :func:`layer_norm_forward` given dL/dy ``g``; unwanted ones
+    are None. None when not handled."""
+    dtype = x.dtype
+    f = _function("layer_norm_backward", dtype)
+    C = x.shape[-1]
+    if type(g) is np.ndarray and g.dtype == dtype:
+        g = np.ascontiguousarray(g)  # e.g. the broadcast ones of a sum's gradient
+    if (
+        f is None
+        or not plain(dtype, g, x, mean, inv)
+        or g.shape != x.shape
+        or mean.size * C != x.size
+        or inv.size != mean.size
+        or not _optional(dtype, C, gamma)
+    ):
+        return None
+    gx = np.empty_like(x) if need_x else None
+    dgamma = np.empty(C, dtype) if need_gamma else None
+    dbeta = np.empty(C, dtype) if need_beta else None
+    f(
+        x.size // C,
+        C,
+        p(g),
+        p(x),
+        p(mean),
+        p(inv),
+        None if gamma is None else p(gamma),
+        None if gx is None else p(gx),
+        None if dgamma is None else p(dgamma),
+        None if dbeta is None else p(dbeta),
+    )
+    return gx, dgamma, dbeta
+
+
 CPU_NORMALIZATION_KERNELS = {
+    "layer_norm_forward": layer_norm_forward,
+    "layer_norm_backward": layer_norm_backward,
     "batch_norm_forward": batch_norm_forward,
     "batch_norm_backward": batch_norm_backward,
 }

@@ -1,8 +1,9 @@
-"""The compiled batch normalization (backends/cpu_normalization.py, backends/cpu/normalization.cpp).
+"""The compiled batch and layer normalization (backends/cpu_normalization.py,
+backends/cpu/normalization.cpp).
 
-It must give what the generic op gives (forward, statistics, all three gradients), the
+They must give what the generic op gives (forward, statistics, all three gradients), the
 same bits for any thread count, pass a float64 gradient check, and leave to the generic
-op what it does not handle (other axes, strided inputs, layer normalization).
+op what they do not handle (other axes, strided inputs).
 """
 
 import shutil
@@ -96,10 +97,11 @@ def test_other_layouts_go_to_the_generic_op(calls):
     rng = np.random.default_rng(4)
     x = dlx.Tensor(rng.standard_normal((8, 6, 5)), requires_grad=True)
     batch_normalization(x, axis=1).sum().backward()  # channels first
-    layer_normalization(x).sum().backward()
+    layer_normalization(x, axis=(1, 2)).sum().backward()  # over two axes
     strided = dlx.Tensor(rng.standard_normal((8, 10))[:, ::2], requires_grad=True)
     batch_normalization(strided).sum().backward()
-    assert calls["batch_norm_forward"] == 0 and calls["batch_norm_backward"] == 0
+    layer_normalization(strided).sum().backward()
+    assert not calls
     half = dlx.Tensor(rng.standard_normal((8, 4)).astype(np.float16))
     assert batch_normalization(half).dtype == np.float16  # no float16 kernel: generic
 
@@ -134,3 +136,69 @@ def test_a_batch_normalized_model_trains_as_with_the_generic_ops(calls):
             assert calls["batch_norm_forward"] == 6 and calls["batch_norm_backward"] == 6
     for fast, generic in zip(*weights):  # moving statistics included
         np.testing.assert_allclose(fast, generic, rtol=1e-4, atol=1e-5)
+
+
+def _run_layer_norm(x, gamma, beta, g, kernels):
+    dlx.set_backend("numpy")
+    dlx.backends.set_kernels_enabled(kernels)
+    tx = dlx.Tensor(x, requires_grad=True)
+    tg = None if gamma is None else dlx.Tensor(gamma, requires_grad=True)
+    tb = None if beta is None else dlx.Tensor(beta, requires_grad=True)
+    y = layer_normalization(tx, tg, tb, epsilon=1e-3)
+    (y * dlx.asarray(g)).sum().backward()
+    return [dlx.to_numpy(y)] + [None if t is None else dlx.to_numpy(t.grad) for t in (tx, tg, tb)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(128, 256), (8, 20, 64), (3, 5), (700, 3), (4, 1)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_matches_the_generic_op(calls, dtype, shape, affine):
+    rng = np.random.default_rng(shape[-1])
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    gamma = rng.standard_normal(shape[-1]).astype(dtype) if affine else None
+    beta = rng.standard_normal(shape[-1]).astype(dtype) if affine else None
+    g = rng.standard_normal(shape).astype(dtype)
+    fast = _run_layer_norm(x, gamma, beta, g, kernels=True)
+    assert calls == {"layer_norm_forward": 1, "layer_norm_backward": 1}
+    generic = _run_layer_norm(x, gamma, beta, g, kernels=False)
+    tolerance = 2e-5 if dtype == np.float32 else 1e-11
+    for got, want in zip(fast, generic):
+        if want is None:
+            assert got is None
+        else:
+            assert got.dtype == dtype and got.shape == want.shape
+            scale = max(1.0, float(np.abs(want).max()))
+            np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * scale)
+
+
+def test_layer_norm_float64_gradients_and_thread_counts(monkeypatch, calls):
+    dlx.set_backend("numpy")
+    rng = np.random.default_rng(6)
+    x, gamma, beta = rng.standard_normal((5, 3, 6)), rng.standard_normal(6), rng.standard_normal(6)
+    check_gradients(lambda x, gm, bt: layer_normalization(x, gm, bt), [x, gamma, beta])
+    assert calls["layer_norm_forward"] > 0 and calls["layer_norm_backward"] > 0
+    big = rng.standard_normal((3000, 24)).astype(np.float32)  # several blocks of rows
+    g = rng.standard_normal(big.shape).astype(np.float32)
+    ones, zeros = np.ones(24, np.float32), np.zeros(24, np.float32)
+    results = []
+    for threads in (1, 2, 3):
+        monkeypatch.setenv("DLX_NUM_THREADS", str(threads))
+        cpu_kernels.forget()
+        y, mean, inv = cpu_kernels.CPU_KERNELS["layer_norm_forward"](big, ones, zeros, 1e-3)
+        grads = cpu_kernels.CPU_KERNELS["layer_norm_backward"](
+            g, big, mean, inv, ones, True, True, True
+        )
+        results.append((y, mean, inv, *grads))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_the_layer_normalization_layer_uses_it(calls):
+    dlx.set_backend("numpy")
+    layer = layers.LayerNormalization()
+    x = dlx.Tensor(np.random.default_rng(7).standard_normal((2, 7, 16)).astype(np.float32))
+    y = layer(x)
+    y.sum().backward()
+    assert calls["layer_norm_forward"] == 1 and calls["layer_norm_backward"] == 1
+    assert layer.gamma.grad.shape == (16,) and layer.beta.grad.shape == (16,)

@@ -1,5 +1,6 @@
-// Batch normalization over the rows of x (rows, C), channels last (backends/cpu_normalization.py):
-// the training forward and its backward, each in two passes over x where NumPy makes some ten.
+// Batch normalization over the rows of x (rows, C), channels last, and layer normalization of
+// each row (backends/cpu_normalization.py): the training forward and its backward, each in two
+// passes over x where NumPy makes some ten.
 //
 //   forward:  mean = mean of the rows, var = mean((x - mean)^2) (biased, as Keras and PyTorch
 //             normalize), inv = 1 / sqrt(var + eps), y = (x - mean) * inv * gamma + beta
@@ -143,6 +144,89 @@ void batch_norm_backward(index_t rows, index_t C, const T* g, const T* x, const 
     });
 }
 
+// Layer normalization of each row of x (rows, C) over its C elements:
+//   mean_r, var_r (biased), inv_r = 1 / sqrt(var_r + eps), y = ((x - mean_r) * inv_r) * gamma + beta
+// ``mean`` and ``inv`` (rows) are kept for the backward.
+template <typename T>
+void layer_norm_forward(index_t rows, index_t C, const T* x, const T* gamma, const T* beta,
+                        double epsilon, T* y, T* mean, T* inv) {
+    parallel_for(rows, kRowsPerBlock, [&](index_t begin, index_t end) {
+        for (index_t r = begin; r < end; ++r) {
+            const T* xr = x + r * C;
+            // vector sums: their order is fixed by the build, not by the thread count
+            double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+            for (index_t c = 0; c < C; ++c) sum += double(xr[c]);
+            const T m = T(sum / double(C));
+            double squares = 0.0;
+#pragma omp simd reduction(+ : squares)
+            for (index_t c = 0; c < C; ++c) {
+                const double d = double(xr[c]) - double(m);
+                squares += d * d;
+            }
+            const T k = T(1.0 / std::sqrt(squares / double(C) + epsilon));
+            mean[r] = m;
+            inv[r] = k;
+            T* yr = y + r * C;
+#pragma omp simd
+            for (index_t c = 0; c < C; ++c) {
+                const T v = (xr[c] - m) * k;
+                yr[c] = (gamma != nullptr ? v * gamma[c] : v) + (beta != nullptr ? beta[c] : T(0));
+            }
+        }
+    });
+}
+
+// gx = inv_r * (dxhat - mean_c(dxhat) - xhat * mean_c(dxhat * xhat)) with dxhat = g * gamma,
+// per row; dgamma = sum over rows of g * xhat, dbeta = sum over rows of g. Any output may be null.
+template <typename T>
+void layer_norm_backward(index_t rows, index_t C, const T* g, const T* x, const T* mean,
+                         const T* inv, const T* gamma, T* gx, T* dgamma, T* dbeta) {
+    if (gx != nullptr) {
+        parallel_for(rows, kRowsPerBlock, [&](index_t begin, index_t end) {
+            for (index_t r = begin; r < end; ++r) {
+                const T* gr = g + r * C;
+                const T* xr = x + r * C;
+                const T m = mean[r], k = inv[r];
+                double sum_d = 0.0, sum_dx = 0.0;
+#pragma omp simd reduction(+ : sum_d, sum_dx)
+                for (index_t c = 0; c < C; ++c) {
+                    const T xhat = (xr[c] - m) * k;
+                    const T d = gamma != nullptr ? gr[c] * gamma[c] : gr[c];
+                    sum_d += double(d);
+                    sum_dx += double(d) * double(xhat);
+                }
+                const T mean_d = T(sum_d / double(C)), mean_dx = T(sum_dx / double(C));
+                T* out = gx + r * C;
+#pragma omp simd
+                for (index_t c = 0; c < C; ++c) {
+                    const T xhat = (xr[c] - m) * k;
+                    const T d = gamma != nullptr ? gr[c] * gamma[c] : gr[c];
+                    out[c] = k * (d - mean_d - xhat * mean_dx);
+                }
+            }
+        });
+    }
+    if (dgamma == nullptr && dbeta == nullptr) return;
+    std::vector<double> sums(static_cast<size_t>(2 * C));  // sum g * xhat, then sum g
+    column_sums<T>(
+        rows, 2 * C,
+        [&](index_t r, double* s) {
+            const T* gr = g + r * C;
+            const T* xr = x + r * C;
+            const T m = mean[r], k = inv[r];
+            for (index_t c = 0; c < C; ++c) {
+                s[c] += double(gr[c]) * double((xr[c] - m) * k);
+                s[C + c] += double(gr[c]);
+            }
+        },
+        sums.data());
+    for (index_t c = 0; c < C; ++c) {
+        if (dgamma != nullptr) dgamma[c] = T(sums[c]);
+        if (dbeta != nullptr) dbeta[c] = T(sums[C + c]);
+    }
+}
+
 }  // namespace dlx_cpu
 
 #define DLX_BATCH_NORM(T, suffix)                                                              \
@@ -156,6 +240,20 @@ void batch_norm_backward(index_t rows, index_t C, const T* g, const T* x, const 
         const T* inv, const T* gamma, T* gx, T* dgamma, T* dbeta) {                            \
         dlx_cpu::batch_norm_backward<T>(rows, C, g, x, mean, inv, gamma, gx, dgamma, dbeta);   \
     }
+#define DLX_LAYER_NORM(T, suffix)                                                              \
+    extern "C" void dlx_layer_norm_forward_##suffix(                                           \
+        dlx_cpu::index_t rows, dlx_cpu::index_t C, const T* x, const T* gamma, const T* beta,  \
+        double epsilon, T* y, T* mean, T* inv) {                                               \
+        dlx_cpu::layer_norm_forward<T>(rows, C, x, gamma, beta, epsilon, y, mean, inv);        \
+    }                                                                                          \
+    extern "C" void dlx_layer_norm_backward_##suffix(                                          \
+        dlx_cpu::index_t rows, dlx_cpu::index_t C, const T* g, const T* x, const T* mean,      \
+        const T* inv, const T* gamma, T* gx, T* dgamma, T* dbeta) {                            \
+        dlx_cpu::layer_norm_backward<T>(rows, C, g, x, mean, inv, gamma, gx, dgamma, dbeta);   \
+    }
+DLX_LAYER_NORM(float, f32)
+DLX_LAYER_NORM(double, f64)
+#undef DLX_LAYER_NORM
 DLX_BATCH_NORM(float, f32)
 DLX_BATCH_NORM(double, f64)
 #undef DLX_BATCH_NORM

@@ -71,48 +71,56 @@ class _Normalize(Function):
             y = y + xp.reshape(beta, self.param_shape)
         return y
 
-    def _batch_norm_kernel(self, x, gamma, beta):
-        """The backend's ``batch_norm_forward`` for statistics over every axis but the last
-        (batch normalization, channels last): y, or None (then the generic code runs)."""
+    def _kernel_kind(self):
+        """``"batch_norm"`` for statistics over every axis but the last (batch normalization,
+        channels last), ``"layer_norm"`` for statistics over the last axis alone, else None:
+        the layouts the backends' normalization kernels take."""
         last = len(self.x_shape) - 1
-        if (
-            self.group_shape is not None
-            or self.feature_axes != (last,)
-            or self.stat_axes != tuple(range(last))
-        ):
+        if self.group_shape is not None or self.feature_axes != (last,):
             return None
-        kernel = self.backend.kernel("batch_norm_forward")
+        if self.stat_axes == tuple(range(last)):
+            return "batch_norm"
+        return "layer_norm" if self.stat_axes == (last,) else None
+
+    def _batch_norm_kernel(self, x, gamma, beta):
+        """y from the backend's ``batch_norm_forward`` or ``layer_norm_forward``, or None
+        (then the generic code runs)."""
+        kind = self._kernel_kind()
+        kernel = self.backend.kernel(f"{kind}_forward") if kind is not None else None
         result = kernel(x, gamma, beta, self.epsilon) if kernel is not None else None
         if result is None:
             return None
-        y, mean, var, inv = result
         xp = self.xp
-        self.mean, self.var, self.inv = (xp.reshape(a, self.param_shape) for a in (mean, var, inv))
-        self.x, self.gamma_flat, self.has_beta = x, gamma, beta is not None
+        if kind == "batch_norm":
+            y, mean, var, inv = result
+            self.mean, self.var, self.inv = (
+                xp.reshape(a, self.param_shape) for a in (mean, var, inv)
+            )
+        else:  # per-row statistics, kept flat: only the backward reads them
+            y, self.mean, self.inv = result
+            self.var = None
+        self.kind, self.x, self.gamma_flat, self.has_beta = kind, x, gamma, beta is not None
         self.gamma = None if gamma is None else xp.reshape(gamma, self.param_shape)
         return y
 
     def backward(self, g):
         xp = self.xp
         need_x, need_gamma, need_beta = (tuple(self.needs_input_grad) + (False, False))[:3]
-        if self.x is not None:  # the forward ran the batch_norm kernel
-            kernel = self.backend.kernel("batch_norm_backward")
-            last = self.x_shape[-1]
+        if self.x is not None:  # the forward ran a normalization kernel
+            kernel = self.backend.kernel(f"{self.kind}_backward")
+            stats = self.x_shape[-1] if self.kind == "batch_norm" else self.x_shape[:-1]
+            mean, inv = xp.reshape(self.mean, stats), xp.reshape(self.inv, stats)
             grads = None
             if kernel is not None:
-                grads = kernel(
-                    g,
-                    self.x,
-                    xp.reshape(self.mean, (last,)),
-                    xp.reshape(self.inv, (last,)),
-                    self.gamma_flat,
-                    need_x,
-                    need_gamma,
-                    need_beta,
-                )
+                grads = kernel(g, self.x, mean, inv, self.gamma_flat, need_x, need_gamma, need_beta)
             if grads is not None:
                 return grads
-            self.xhat = (self.x - self.mean) * self.inv
+            if self.kind == "layer_norm":  # the generic formula wants keepdims statistics
+                mean, inv = (xp.reshape(a, self.x_shape[:-1] + (1,)) for a in (mean, inv))
+            else:
+                mean, inv = self.mean, self.inv
+            self.inv = inv
+            self.xhat = (self.x - mean) * inv
         xhat = self.xhat
         gx = ggamma = gbeta = None
         if need_x:
