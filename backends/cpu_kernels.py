@@ -299,8 +299,35 @@ def erf(x):
     return y
 
 
+def take_backward(g, indices, input_shape, axis):
+    """:func:`numpy_kernels.take_backward`, compiled for ``axis`` 0 (an Embedding's lookup):
+    the rows of ``g`` added into zeros of ``input_shape`` at ``indices``."""
+    dtype = g.dtype
+    f = compiled("gather", "take_rows_backward", dtype, _I, _I, _P, _P, _I, _P)
+    rows = input_shape[0] if input_shape else 0
+    if (
+        f is None
+        or axis != 0
+        or type(indices) is not np.ndarray
+        or indices.dtype.kind not in "iu"
+        or not plain(dtype, g)
+        or g.shape != tuple(indices.shape) + tuple(input_shape[1:])
+    ):
+        return numpy_kernels.take_backward(g, indices, input_shape, axis)
+    flat = np.ascontiguousarray(indices.reshape(-1), np.int64)
+    if flat.size and (flat.min() < 0 or flat.max() >= rows):  # take wrapped them already
+        flat = np.where(flat < 0, flat + rows, flat)
+        if flat.min() < 0 or flat.max() >= rows:
+            raise IndexError(f"take_backward: indices out of range for {rows} rows")
+    out = np.empty(input_shape, dtype)
+    width = out.size // rows if rows else 0
+    f(flat.size, width, p(flat), p(g), rows, p(out))
+    return out
+
+
 CPU_KERNELS = {
     "erf": erf,
+    "take_backward": take_backward,
     "matmul": matmul,
     "linear_forward": linear_forward,
     "linear_backward": linear_backward,

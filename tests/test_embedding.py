@@ -110,3 +110,38 @@ def test_take_backward_kernel_matches_the_generic_op(monkeypatch, shape, axis, i
     rows = np.moveaxis(g, tuple(range(axis, axis + k)), tuple(range(k)))
     np.add.at(moved, indices.reshape(-1), rows.reshape((-1,) + moved.shape[1:]))
     np.testing.assert_allclose(grads[0], expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_compiled_take_backward_matches_the_numpy_kernel(monkeypatch, threads):
+    import shutil
+
+    from dlx.backends import cpu_kernels, cpu_library, numpy_kernels
+    from helpers import count_compiled_calls
+
+    if shutil.which(cpu_library.compiler_name()) is None:
+        pytest.skip("no C++ compiler on this machine")
+    calls = count_compiled_calls(monkeypatch, "gather")
+    monkeypatch.setenv("DLX_NUM_THREADS", str(threads))
+    cpu_kernels.forget()
+    rng = np.random.default_rng(threads)
+    for shape, index_shape, dtype in [
+        ((5000, 64), (64, 100), np.float32),  # several parts of output rows
+        ((7, 3, 2), (4, 5), np.float64),
+        ((6,), (9,), np.float32),
+        ((4, 3), (0,), np.float32),
+    ]:
+        indices = rng.integers(-shape[0], shape[0], index_shape).astype(np.int32)
+        g = rng.standard_normal(index_shape + shape[1:]).astype(dtype)
+        got = cpu_kernels.take_backward(g, indices, shape, 0)
+        want = numpy_kernels.take_backward(g, indices, shape, 0)
+        assert got.dtype == dtype and got.shape == shape
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert calls["take_rows_backward"] == 4
+    g = rng.standard_normal((3, 3, 5))
+    cpu_kernels.take_backward(g, np.array([0, 1, 1]), (3, 4, 5), 1)  # another axis: NumPy's
+    assert calls["take_rows_backward"] == 4
+    with pytest.raises(IndexError, match="out of range for 3 rows"):
+        cpu_kernels.take_backward(np.ones((1, 2)), np.array([7]), (3, 2), 0)
+    monkeypatch.undo()
+    cpu_kernels.forget()
