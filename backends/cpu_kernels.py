@@ -325,7 +325,35 @@ def take_backward(g, indices, input_shape, axis):
     return out
 
 
+def relu(x):
+    """``maximum(x, 0)`` as a new array, over the pool; None when not handled."""
+    dtype = x.dtype
+    f = compiled("activations", "relu", dtype, _P, _P, _I)
+    if f is None or not plain(dtype, x):
+        return None
+    y = np.empty_like(x)
+    if x.size:
+        f(p(x), p(y), x.size)
+    return y
+
+
+def relu_grad(g, y):
+    """``where(y > 0, g, 0)`` over the pool (:func:`numpy_kernels.relu_grad` otherwise)."""
+    dtype = y.dtype
+    f = compiled("activations", "relu_grad", dtype, _P, _P, _P, _I)
+    if type(g) is np.ndarray and g.dtype == dtype:
+        g = np.ascontiguousarray(g)  # e.g. the broadcast ones of a sum's gradient
+    if f is None or not plain(dtype, g, y) or g.shape != y.shape:
+        return numpy_kernels.relu_grad(g, y)
+    out = np.empty_like(y)
+    if y.size:
+        f(p(g), p(y), p(out), y.size)
+    return out
+
+
 CPU_KERNELS = {
+    "relu": relu,
+    "relu_grad": relu_grad,
     "erf": erf,
     "take_backward": take_backward,
     "matmul": matmul,

@@ -31,9 +31,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from workloads import all_workloads  # noqa: E402
+from workloads import all_workloads, common_models  # noqa: E402
 
 BATCHES = {"mlp_train": 128, "cnn_train": 64, "lstm_train": 64, "cnn_infer256": 256}
+MORE_BATCHES = common_models.BATCHES  # models beyond WORKLOADS.md, run when named
 
 
 def settle_allocator():
@@ -127,7 +128,7 @@ def main(argv=None):
     print("|---|---|---|---|---|---|")
     for name in names:
         dlx_builder, torch_builder = workloads[name]
-        batch = BATCHES.get(name, 64)
+        batch = BATCHES.get(name, MORE_BATCHES.get(name, 64))
         dlx_step = dlx_builder(batch)
         torch_step = torch_builder(batch) if torch is not None else None
         with BusyCore() if args.busy_core else contextlib.nullcontext():
