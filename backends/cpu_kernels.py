@@ -287,16 +287,22 @@ def linear_backward(g, y, x, kernel, need_x, need_kernel, need_bias):
     return gx, gk, gb
 
 
-def erf(x):
-    """The error function of ``x``, elementwise (libm's); None when not handled."""
+def _elementwise(source, name, x):
+    """``name`` of ``backends/cpu/<source>.cpp`` applied to every element of ``x``, as a new
+    array; None when not handled."""
     dtype = x.dtype
-    f = compiled("special", "erf", dtype, _P, _P, _I)
+    f = compiled(source, name, dtype, _P, _P, _I)
     if f is None or not plain(dtype, x):
         return None
     y = np.empty_like(x)
     if x.size:
         f(p(x), p(y), x.size)
     return y
+
+
+def erf(x):
+    """The error function of ``x``, elementwise (libm's); None when not handled."""
+    return _elementwise("special", "erf", x)
 
 
 def take_backward(g, indices, input_shape, axis):
@@ -327,14 +333,7 @@ def take_backward(g, indices, input_shape, axis):
 
 def relu(x):
     """``maximum(x, 0)`` as a new array, over the pool; None when not handled."""
-    dtype = x.dtype
-    f = compiled("activations", "relu", dtype, _P, _P, _I)
-    if f is None or not plain(dtype, x):
-        return None
-    y = np.empty_like(x)
-    if x.size:
-        f(p(x), p(y), x.size)
-    return y
+    return _elementwise("activations", "relu", x)
 
 
 def relu_grad(g, y):

@@ -63,35 +63,10 @@ def batch_norm_forward(x, gamma, beta, epsilon):
 
 def batch_norm_backward(g, x, mean, inv, gamma, need_x, need_gamma, need_beta):
     """``(gx, dgamma, dbeta)`` of :func:`batch_norm_forward` given dL/dy ``g``; unwanted ones
-    are None. None when not handled."""
-    dtype = x.dtype
-    f = _function("batch_norm_backward", dtype)
-    C = x.shape[-1]
-    if type(g) is np.ndarray and g.dtype == dtype:
-        g = np.ascontiguousarray(g)  # e.g. the broadcast ones of a sum's gradient
-    if (
-        f is None
-        or not plain(dtype, g, x)
-        or g.shape != x.shape
-        or not _optional(dtype, C, mean, inv, gamma)
-    ):
-        return None
-    gx = np.empty_like(x) if need_x else None
-    dgamma = np.empty(C, dtype) if need_gamma else None
-    dbeta = np.empty(C, dtype) if need_beta else None
-    f(
-        x.size // C,
-        C,
-        p(g),
-        p(x),
-        p(mean),
-        p(inv),
-        None if gamma is None else p(gamma),
-        None if gx is None else p(gx),
-        None if dgamma is None else p(dgamma),
-        None if dbeta is None else p(dbeta),
+    are None. None when not handled. ``mean``/``inv``: ``(C,)``."""
+    return _backward(
+        "batch_norm_backward", (x.shape[-1],), g, x, mean, inv, gamma, need_x, need_gamma, need_beta
     )
-    return gx, dgamma, dbeta
 
 
 def layer_norm_forward(x, gamma, beta, epsilon):
@@ -123,9 +98,16 @@ def layer_norm_forward(x, gamma, beta, epsilon):
 
 def layer_norm_backward(g, x, mean, inv, gamma, need_x, need_gamma, need_beta):
     """``(gx, dgamma, dbeta)`` of :func:`layer_norm_forward` given dL/dy ``g``; unwanted ones
-    are None. None when not handled."""
+    are None. None when not handled. ``mean``/``inv``: ``x.shape[:-1]``."""
+    return _backward(
+        "layer_norm_backward", x.shape[:-1], g, x, mean, inv, gamma, need_x, need_gamma, need_beta
+    )
+
+
+def _backward(name, stats_shape, g, x, mean, inv, gamma, need_x, need_gamma, need_beta):
+    """Both backward kernels take the same arguments; only the statistics' shape differs."""
     dtype = x.dtype
-    f = _function("layer_norm_backward", dtype)
+    f = _function(name, dtype)
     C = x.shape[-1]
     if type(g) is np.ndarray and g.dtype == dtype:
         g = np.ascontiguousarray(g)  # e.g. the broadcast ones of a sum's gradient
@@ -133,26 +115,16 @@ def layer_norm_backward(g, x, mean, inv, gamma, need_x, need_gamma, need_beta):
         f is None
         or not plain(dtype, g, x, mean, inv)
         or g.shape != x.shape
-        or mean.size * C != x.size
-        or inv.size != mean.size
+        or mean.shape != stats_shape
+        or inv.shape != stats_shape
         or not _optional(dtype, C, gamma)
     ):
         return None
     gx = np.empty_like(x) if need_x else None
     dgamma = np.empty(C, dtype) if need_gamma else None
     dbeta = np.empty(C, dtype) if need_beta else None
-    f(
-        x.size // C,
-        C,
-        p(g),
-        p(x),
-        p(mean),
-        p(inv),
-        None if gamma is None else p(gamma),
-        None if gx is None else p(gx),
-        None if dgamma is None else p(dgamma),
-        None if dbeta is None else p(dbeta),
-    )
+    optional = (None if a is None else p(a) for a in (gamma, gx, dgamma, dbeta))
+    f(x.size // C, C, p(g), p(x), p(mean), p(inv), *optional)
     return gx, dgamma, dbeta
 
 

@@ -30,17 +30,21 @@ def calls(monkeypatch):
     cpu_kernels.forget()
 
 
-def _run(x, gamma, beta, g, kernels):
-    """y, batch mean and variance, and the gradients of sum(y * g), through the op."""
+def _run(x, gamma, beta, g, kernels, op=batch_normalization):
+    """y (and for batch normalization the batch mean and variance), then the gradients of
+    sum(y * g), through ``op``."""
     dlx.set_backend("numpy")
     dlx.backends.set_kernels_enabled(kernels)
     tx = dlx.Tensor(x, requires_grad=True)
     tg = None if gamma is None else dlx.Tensor(gamma, requires_grad=True)
     tb = None if beta is None else dlx.Tensor(beta, requires_grad=True)
-    y, mean, var = batch_normalization(tx, tg, tb, epsilon=1e-3, return_statistics=True)
-    (y * dlx.asarray(g)).sum().backward()
+    if op is batch_normalization:
+        outputs = op(tx, tg, tb, epsilon=1e-3, return_statistics=True)
+    else:
+        outputs = (op(tx, tg, tb, epsilon=1e-3),)
+    (outputs[0] * dlx.asarray(g)).sum().backward()
     grads = [None if t is None else dlx.to_numpy(t.grad) for t in (tx, tg, tb)]
-    return [dlx.to_numpy(a) for a in (y, mean, var)] + grads
+    return [dlx.to_numpy(a) for a in outputs] + grads
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -138,17 +142,6 @@ def test_a_batch_normalized_model_trains_as_with_the_generic_ops(calls):
         np.testing.assert_allclose(fast, generic, rtol=1e-4, atol=1e-5)
 
 
-def _run_layer_norm(x, gamma, beta, g, kernels):
-    dlx.set_backend("numpy")
-    dlx.backends.set_kernels_enabled(kernels)
-    tx = dlx.Tensor(x, requires_grad=True)
-    tg = None if gamma is None else dlx.Tensor(gamma, requires_grad=True)
-    tb = None if beta is None else dlx.Tensor(beta, requires_grad=True)
-    y = layer_normalization(tx, tg, tb, epsilon=1e-3)
-    (y * dlx.asarray(g)).sum().backward()
-    return [dlx.to_numpy(y)] + [None if t is None else dlx.to_numpy(t.grad) for t in (tx, tg, tb)]
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(128, 256), (8, 20, 64), (3, 5), (700, 3), (4, 1)])
 @pytest.mark.parametrize("affine", [True, False])
@@ -158,9 +151,9 @@ def test_layer_norm_matches_the_generic_op(calls, dtype, shape, affine):
     gamma = rng.standard_normal(shape[-1]).astype(dtype) if affine else None
     beta = rng.standard_normal(shape[-1]).astype(dtype) if affine else None
     g = rng.standard_normal(shape).astype(dtype)
-    fast = _run_layer_norm(x, gamma, beta, g, kernels=True)
+    fast = _run(x, gamma, beta, g, kernels=True, op=layer_normalization)
     assert calls == {"layer_norm_forward": 1, "layer_norm_backward": 1}
-    generic = _run_layer_norm(x, gamma, beta, g, kernels=False)
+    generic = _run(x, gamma, beta, g, kernels=False, op=layer_normalization)
     tolerance = 2e-5 if dtype == np.float32 else 1e-11
     for got, want in zip(fast, generic):
         if want is None:
