@@ -37,28 +37,24 @@ def _optional(dtype, C, *arrays):
 def batch_norm_forward(x, gamma, beta, epsilon):
     """``(y, mean, var, inv)`` of ``x`` ``(..., C)`` normalized over all axes but the last,
     the last three ``(C,)``; ``gamma``/``beta`` ``(C,)`` or None. None when not handled."""
+    if x.ndim < 2:
+        return None
+    return _forward("batch_norm_forward", x.shape[-1:], 3, x, gamma, beta, epsilon)
+
+
+def _forward(name, stats_shape, statistics, x, gamma, beta, epsilon):
+    """Both forward kernels: ``y`` then ``statistics`` arrays of ``stats_shape``."""
     dtype = x.dtype
-    f = _function("batch_norm_forward", dtype)
-    if f is None or x.ndim < 2 or not plain(dtype, x) or 0 in x.shape:
+    f = _function(name, dtype)
+    if f is None or not plain(dtype, x) or 0 in x.shape:
         return None
     C = x.shape[-1]
     if not _optional(dtype, C, gamma, beta):
         return None
-    y = np.empty_like(x)
-    mean, var, inv = (np.empty(C, dtype) for _ in range(3))
-    f(
-        x.size // C,
-        C,
-        p(x),
-        None if gamma is None else p(gamma),
-        None if beta is None else p(beta),
-        float(epsilon),
-        p(y),
-        p(mean),
-        p(var),
-        p(inv),
-    )
-    return y, mean, var, inv
+    outputs = [np.empty_like(x)] + [np.empty(stats_shape, dtype) for _ in range(statistics)]
+    affine = (None if a is None else p(a) for a in (gamma, beta))
+    f(x.size // C, C, p(x), *affine, float(epsilon), *map(p, outputs))
+    return tuple(outputs)
 
 
 def batch_norm_backward(g, x, mean, inv, gamma, need_x, need_gamma, need_beta):
@@ -73,27 +69,9 @@ def layer_norm_forward(x, gamma, beta, epsilon):
     """``(y, mean, inv)`` of ``x`` ``(..., C)`` normalized over its last axis, ``mean`` and
     ``inv`` (``1 / sqrt(var + epsilon)``) of shape ``x.shape[:-1]``; ``gamma``/``beta``
     ``(C,)`` or None. None when not handled."""
-    dtype = x.dtype
-    f = _function("layer_norm_forward", dtype)
-    if f is None or x.ndim < 1 or not plain(dtype, x) or 0 in x.shape:
+    if x.ndim < 1:
         return None
-    C = x.shape[-1]
-    if not _optional(dtype, C, gamma, beta):
-        return None
-    y = np.empty_like(x)
-    mean, inv = np.empty(x.shape[:-1], dtype), np.empty(x.shape[:-1], dtype)
-    f(
-        x.size // C,
-        C,
-        p(x),
-        None if gamma is None else p(gamma),
-        None if beta is None else p(beta),
-        float(epsilon),
-        p(y),
-        p(mean),
-        p(inv),
-    )
-    return y, mean, inv
+    return _forward("layer_norm_forward", x.shape[:-1], 2, x, gamma, beta, epsilon)
 
 
 def layer_norm_backward(g, x, mean, inv, gamma, need_x, need_gamma, need_beta):
