@@ -16,3 +16,17 @@ def all_workloads():
         module = importlib.import_module(f"{__name__}.{info.name}")
         found.update(getattr(module, "WORKLOADS", {}))
     return found
+
+
+def torch_step_of(model, optimizer, loss_fn, x, y):
+    """The PyTorch step every ``*_train`` workload times: zero the gradients, forward, loss,
+    backward, optimizer step; returns the loss."""
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step

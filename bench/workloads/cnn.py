@@ -7,6 +7,8 @@ on 256 images (28, 28, 1). PyTorch runs the same model in NCHW (its native layou
 
 import numpy as np
 
+from . import torch_step_of
+
 
 def _data(batch):
     rng = np.random.default_rng(0)
@@ -70,14 +72,7 @@ def torch_train_step(batch=64, device="cpu"):
     x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
     y = torch.from_numpy(y).to(device)
 
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    return step
+    return torch_step_of(model, optimizer, loss_fn, x, y)
 
 
 def dlx_infer_step(batch=256):

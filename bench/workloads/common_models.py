@@ -21,6 +21,8 @@ found a kernel missing the first time it was run (2026-12-03), see bench/RESULTS
 
 import numpy as np
 
+from . import torch_step_of
+
 BATCHES = {
     "mlp_bn_dropout": 128,
     "embed_gru": 64,
@@ -230,14 +232,7 @@ def _torch_builder(name):
         else:
             optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
 
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            optimizer.step()
-            return loss
-
-        return step
+        return torch_step_of(model, optimizer, loss_fn, x, y)
 
     return build
 

@@ -3,6 +3,8 @@ batch 128."""
 
 import numpy as np
 
+from . import torch_step_of
+
 
 def _data(batch):
     rng = np.random.default_rng(0)
@@ -43,14 +45,7 @@ def torch_step(batch=128, device="cpu"):
     x, y = _data(batch)
     x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    return step
+    return torch_step_of(model, optimizer, loss_fn, x, y)
 
 
 WORKLOADS = {"mlp_train": (dlx_step, torch_step)}
