@@ -52,7 +52,7 @@ class _Normalize(Function):
         xp = self.xp
         self.x_shape = tuple(x.shape)
         self.param_shape = _param_broadcast_shape(self.x_shape, self.feature_axes)
-        y = self._batch_norm_kernel(x, gamma, beta)
+        y = self._kernel_forward(x, gamma, beta)
         if y is not None:
             return y
         xs = xp.reshape(x, self.group_shape) if self.group_shape is not None else x
@@ -82,7 +82,7 @@ class _Normalize(Function):
             return "batch_norm"
         return "layer_norm" if self.stat_axes == (last,) else None
 
-    def _batch_norm_kernel(self, x, gamma, beta):
+    def _kernel_forward(self, x, gamma, beta):
         """y from the backend's ``batch_norm_forward`` or ``layer_norm_forward``, or None
         (then the generic code runs)."""
         kind = self._kernel_kind()
@@ -99,7 +99,7 @@ class _Normalize(Function):
         else:  # per-row statistics, kept flat: only the backward reads them
             y, self.mean, self.inv = result
             self.var = None
-        self.kind, self.x, self.gamma_flat, self.has_beta = kind, x, gamma, beta is not None
+        self.kind, self.x, self.gamma_flat = kind, x, gamma
         self.gamma = None if gamma is None else xp.reshape(gamma, self.param_shape)
         return y
 
