@@ -81,10 +81,11 @@ def test_float64_gradients_match_finite_differences(calls):
     assert calls["batch_norm_forward"] > 0 and calls["batch_norm_backward"] > 0
 
 
-def test_the_same_bits_for_any_thread_count(monkeypatch, calls):
+@pytest.mark.parametrize("rows, C", [(5000, 16), (300_000, 3)])  # 20 blocks; 1024 larger ones
+def test_the_same_bits_for_any_thread_count(monkeypatch, calls, rows, C):
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((5000, 16)).astype(np.float32)  # 20 blocks of rows
-    gamma, beta = np.ones(16, np.float32), np.zeros(16, np.float32)
+    x = rng.standard_normal((rows, C)).astype(np.float32)
+    gamma, beta = np.ones(C, np.float32), np.zeros(C, np.float32)
     g = rng.standard_normal(x.shape).astype(np.float32)
     results = []
     for threads in (1, 2, 3):
@@ -98,6 +99,9 @@ def test_the_same_bits_for_any_thread_count(monkeypatch, calls):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(results[0][1], x64.mean(0), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(results[0][2], x64.var(0), rtol=1e-6)
 
 
 def test_other_layouts_go_to_the_generic_op(calls):

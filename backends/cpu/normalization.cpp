@@ -8,8 +8,9 @@
 //             g * xhat over the rows; gx = inv * gamma * (g - sg / rows - xhat * sgx / rows),
 //             dgamma = sgx, dbeta = sg
 //
-// Sums over rows are taken in blocks of kRowsPerBlock rows, each block summed in double and
+// Sums over rows are taken in blocks of rows (column_sums), each block summed in double and
 // the block sums added in block order: the result does not depend on the thread count.
+#include <algorithm>
 #include <vector>
 
 #include "parallel.h"
@@ -18,19 +19,22 @@ DLX_EXPORT_CONNECT
 
 namespace dlx_cpu {
 
-constexpr index_t kRowsPerBlock = 256;
+constexpr index_t kRowsPerBlock = 256;  // rows per part of the elementwise passes
+constexpr index_t kMaxSumBlocks = 1024;  // bounds the partial sums' memory: blocks x C doubles
 
-// Per-channel sums over the rows of blocks: partial[b * C + c] = sum over the rows of block b
-// of term(row, c), then total[c] = the partials added in block order.
+// Per-channel sums over the rows in blocks: partial[b * C + c] = sum over the rows of block b
+// of term(row, c), then total[c] = the partials added in block order. The blocks depend on
+// ``rows`` alone (256 rows, more when there would be over kMaxSumBlocks), never on the threads.
 template <typename T, typename Term>
 void column_sums(index_t rows, index_t C, const Term& term, double* total) {
-    const index_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+    const index_t per_block = std::max(kRowsPerBlock, (rows + kMaxSumBlocks - 1) / kMaxSumBlocks);
+    const index_t blocks = (rows + per_block - 1) / per_block;
     std::vector<double> partial(static_cast<size_t>(blocks * C), 0.0);
     parallel_for(blocks, 1, [&](index_t begin, index_t end) {
         for (index_t b = begin; b < end; ++b) {
             double* sums = partial.data() + b * C;
-            const index_t r1 = (b + 1) * kRowsPerBlock < rows ? (b + 1) * kRowsPerBlock : rows;
-            for (index_t r = b * kRowsPerBlock; r < r1; ++r) term(r, sums);
+            const index_t r1 = std::min((b + 1) * per_block, rows);
+            for (index_t r = b * per_block; r < r1; ++r) term(r, sums);
         }
     });
     for (index_t c = 0; c < C; ++c) total[c] = 0.0;
@@ -92,30 +96,18 @@ template <typename T>
 void batch_norm_backward(index_t rows, index_t C, const T* g, const T* x, const T* mean,
                          const T* inv, const T* gamma, T* gx, T* dgamma, T* dbeta) {
     std::vector<double> both(static_cast<size_t>(2 * C));  // sum g, then sum g * xhat
-    const index_t C2 = 2 * C;
-    {
-        const index_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
-        std::vector<double> partial(static_cast<size_t>(blocks * C2), 0.0);
-        parallel_for(blocks, 1, [&](index_t begin, index_t end) {
-            for (index_t b = begin; b < end; ++b) {
-                double* s = partial.data() + b * C2;
-                const index_t r1 =
-                    (b + 1) * kRowsPerBlock < rows ? (b + 1) * kRowsPerBlock : rows;
-                for (index_t r = b * kRowsPerBlock; r < r1; ++r) {
-                    const T* gr = g + r * C;
-                    const T* xr = x + r * C;
-                    for (index_t c = 0; c < C; ++c) {
-                        const T xhat = (xr[c] - mean[c]) * inv[c];
-                        s[c] += double(gr[c]);
-                        s[C + c] += double(gr[c]) * double(xhat);
-                    }
-                }
+    column_sums<T>(
+        rows, 2 * C,
+        [&](index_t r, double* s) {
+            const T* gr = g + r * C;
+            const T* xr = x + r * C;
+            for (index_t c = 0; c < C; ++c) {
+                const T xhat = (xr[c] - mean[c]) * inv[c];
+                s[c] += double(gr[c]);
+                s[C + c] += double(gr[c]) * double(xhat);
             }
-        });
-        for (index_t b = 0; b < blocks; ++b) {
-            for (index_t c = 0; c < C2; ++c) both[c] += partial[b * C2 + c];
-        }
-    }
+        },
+        both.data());
     const double* sum_g = both.data();
     const double* sum_gx = both.data() + C;
     for (index_t c = 0; c < C; ++c) {
