@@ -13,6 +13,7 @@ import ctypes
 import numpy as np
 
 from . import cpu_library, numpy_kernels
+from .host_arrays import plain
 
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 p = cpu_library.pointer
@@ -31,12 +32,8 @@ def _functions(dtype):
     return None if forward is None or backward is None else (forward, backward)
 
 
-def _contiguous(dtype, a):
-    return type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous
-
-
 def _int64_labels(labels):
-    if type(labels) is np.ndarray and labels.dtype == np.int64 and labels.flags.c_contiguous:
+    if plain(np.int64, labels):
         return labels
     if type(labels) is np.ndarray and labels.dtype.kind in "iu":
         return np.ascontiguousarray(labels, np.int64)
@@ -47,7 +44,7 @@ def sparse_softmax_cross_entropy(logits, labels):
     """Per-sample ``-log_softmax(logits)[label]`` ``(...)`` and the softmax ``(..., classes)``."""
     functions = _functions(logits.dtype)
     labels64 = _int64_labels(labels) if functions is not None else None
-    if labels64 is None or not _contiguous(logits.dtype, logits) or logits.ndim < 1:
+    if labels64 is None or not plain(logits.dtype, logits) or logits.ndim < 1:
         return numpy_kernels.sparse_softmax_cross_entropy(logits, labels)
     classes = logits.shape[-1]
     rows = labels64.size
@@ -70,7 +67,7 @@ def sparse_softmax_cross_entropy_backward(g, probabilities, labels):
     g = np.asarray(g) if functions is not None else g
     if (
         labels64 is None
-        or not _contiguous(dtype, probabilities)
+        or not plain(dtype, probabilities)
         or g.dtype != dtype
         or not (g.ndim == 0 or (g.shape == labels64.shape and g.flags.c_contiguous))
         or labels64.size * (probabilities.shape[-1] if probabilities.ndim else 0)

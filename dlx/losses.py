@@ -33,9 +33,8 @@ def _constant(array):
 
 def _check_same_shape(name, y_true, y_pred):
     if tuple(y_true.shape) != tuple(y_pred.shape):
-        if tuple(y_true.shape) == tuple(y_pred.shape[:-1]) + (1,) or tuple(y_true.shape) + (
-            1,
-        ) == tuple(y_pred.shape):
+        true_shape, pred_shape = tuple(y_true.shape), tuple(y_pred.shape)
+        if true_shape == pred_shape[:-1] + (1,) or true_shape + (1,) == pred_shape:
             return
         raise ValueError(
             f"{name}: y_true of shape {tuple(y_true.shape)} does not match y_pred of shape "
@@ -93,9 +92,8 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
     if tuple(t.shape) != tuple(y_pred.shape):
         raise ValueError(
             f"categorical_crossentropy: y_true of shape {tuple(t.shape)} must match y_pred of "
-            "shape "
-            f"{tuple(y_pred.shape)} (one-hot targets); for integer labels use "
-            f"sparse_categorical_crossentropy"
+            f"shape {tuple(y_pred.shape)} (one-hot targets); for integer labels use "
+            "sparse_categorical_crossentropy"
         )
     if label_smoothing:
         classes = y_pred.shape[axis]

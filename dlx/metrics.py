@@ -175,6 +175,6 @@ def get(identifier, loss=None):
         )
         return wrapper(name=getattr(identifier, "__name__", "metric"))
     raise ValueError(
-        f"Unknown metric {identifier!r}; choose 'accuracy' or one of {sorted(ALIASES)}, or pass "
-        "a callable."
+        f"Unknown metric {identifier!r}; choose 'accuracy' or one of {sorted(ALIASES)}, or pass a "
+        "callable."
     )

@@ -39,8 +39,7 @@ class Model(Trainer, Layer):
             if not isinstance(t, SymbolicTensor):
                 raise TypeError(
                     f"Model '{self.name}': inputs and outputs must come from layers.Input and "
-                    "layer "
-                    f"calls, got {type(t).__name__}"
+                    f"layer calls, got {type(t).__name__}"
                 )
         for t in self.inputs:
             if t.node is not None:
@@ -75,8 +74,8 @@ class Model(Trainer, Layer):
             if node is None:
                 raise ValueError(
                     f"Model '{self.name}': output depends on input {tensor.name!r} (shape "
-                    f"{tensor.shape}) "
-                    f"that is not among the model's inputs {[t.name for t in self.inputs]}"
+                    f"{tensor.shape}) that is not among the model's inputs "
+                    f"{[t.name for t in self.inputs]}"
                 )
             if id(node) in visited:
                 return
@@ -85,10 +84,9 @@ class Model(Trainer, Layer):
                     chain = " -> ".join(reversed(path + [node.layer.name]))
                     raise ValueError(
                         f"Model '{self.name}': the outputs do not depend only on the model's "
-                        "inputs "
-                        f"{[f'{i.name} {i.shape}' for i in self.inputs]}: layer chain {chain} "
-                        "starts "
-                        f"from input {t.name!r} of shape {t.shape}, which is not among them"
+                        f"inputs {[f'{i.name} {i.shape}' for i in self.inputs]}: layer chain "
+                        f"{chain} starts from input {t.name!r} of shape {t.shape}, which is not "
+                        "among them"
                     )
                 visit(t, path + [node.layer.name])
             visited.add(id(node))

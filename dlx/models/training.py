@@ -162,8 +162,7 @@ class Trainer:
             if not isinstance(y, (list, tuple)) or len(y) != len(outputs):
                 raise ValueError(
                     f"the model has {len(outputs)} outputs {self._names}; give y as a list or "
-                    "dict of "
-                    f"{len(outputs)} arrays"
+                    f"dict of {len(outputs)} arrays"
                 )
             targets = list(y)
         else:
@@ -335,10 +334,10 @@ class Trainer:
                     if self.stop_training:
                         break
                     raise NonFiniteLossError(
-                        f"fit: the loss became {loss_value} at epoch {epoch + 1}, batch {step + 1} "
-                        f"(running logs {logs}). Lower the learning rate, check the data for "
-                        "NaN/inf, "
-                        f"or pass callbacks=[TerminateOnNaN()] to stop without an error."
+                        f"fit: the loss became {loss_value} at epoch {epoch + 1}, batch "
+                        f"{step + 1} (running logs {logs}). Lower the learning rate, check the "
+                        "data for NaN/inf, or pass callbacks=[TerminateOnNaN()] to stop without "
+                        "an error."
                     )
                 if self.stop_training:
                     break

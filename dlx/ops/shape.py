@@ -111,9 +111,8 @@ class GetItem(Function):
     def __init__(self, key):
         key = key if isinstance(key, tuple) else (key,)
         if not any(k is Ellipsis for k in key):
-            key = key + (
-                Ellipsis,
-            )  # NumPy's implicit trailing slices, spelled out for the standard
+            # NumPy's implicit trailing slices, spelled out for the standard
+            key = key + (Ellipsis,)
         self.key = key
 
     def forward(self, x):

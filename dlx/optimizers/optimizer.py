@@ -40,8 +40,7 @@ class Optimizer:
         ):
             raise ValueError(
                 f"{type(self).__name__}: learning_rate must be a non-negative number or a "
-                "schedule, "
-                f"got {learning_rate!r}"
+                f"schedule, got {learning_rate!r}"
             )
         self._learning_rate = learning_rate
         self.weight_decay = weight_decay
